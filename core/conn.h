@@ -1,0 +1,83 @@
+/* A proxied connection: the downstream socket (the client that zring
+ * accepted), the upstream socket (the workload zring connected to), the
+ * relay between them, and what was resolved for it. Owned by one worker for
+ * life; every function here runs on that worker's thread. */
+#ifndef ZR_CORE_CONN_H
+#define ZR_CORE_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/worker-t.h"
+#include "ctl/config-t.h"
+
+typedef enum zr_conn_state {
+	ZR_CONN_HANDSHAKE = 0, /* SOCKS5 greeting/request being read */
+	ZR_CONN_CONNECTING,    /* upstream connect in flight */
+	ZR_CONN_REPLYING,      /* SOCKS5 success reply being sent */
+	ZR_CONN_RELAY,
+	ZR_CONN_CLOSING,
+} zr_conn_state_t;
+
+/* One direction's endpoint. Bytes received on `fd` are queued on the other
+ * side and sent to the other side's fd. */
+typedef struct zr_relay_side {
+	zr_io_op_t recv_op;
+	zr_io_op_t send_op;
+	zr_conn_t *conn;
+	struct zr_relay_side *starved_next;
+	int fd;
+	uint16_t q_head, q_tail; /* buffers queued to be sent to fd */
+	uint32_t q_off;		 /* bytes of q_head already sent */
+	uint32_t q_bytes;	 /* bytes queued, q_off excluded */
+	bool recv_armed;	 /* multishot recv outstanding */
+	bool recv_paused;	 /* backpressure: cancel requested, don't re-arm */
+	bool recv_eof;		 /* peer half-closed its sending side */
+	bool send_busy;
+	bool shut_wr; /* we half-closed fd */
+	bool starved; /* on the worker's starved list */
+	uint64_t bytes_in;
+} zr_relay_side_t;
+
+struct zr_conn {
+	zr_conn_t *prev, *next;
+	zr_worker_t *w;
+	uint64_t id;
+	zr_listener_kind_t kind;
+	zr_conn_state_t state;
+	unsigned inflight; /* ops whose final completion is pending */
+	bool reset;	   /* close with RST */
+	zr_relay_side_t down, up;
+	zr_io_op_t hs_op, connect_op, reply_op;
+	zr_sockaddr_t peer, orig_dst, upstream;
+	zr_snapshot_t *snap;
+	const zr_workload_t *src_wl, *dst_wl;
+	const zr_service_t *svc;
+	zr_tcp_metrics_t *metrics;
+	uint64_t start_ns;
+	uint16_t hs_len;
+	uint8_t reply_len;
+	uint8_t hs[520];
+	uint8_t reply[32];
+};
+
+/* Handles a freshly accepted socket of listener `l`. Takes the fd. */
+void zr_conn_accepted(zr_listener_t *l, int fd);
+
+/* Starts relaying between down.fd and up.fd. */
+void zr_relay_start(zr_conn_t *c);
+
+/* Re-arms receives that stopped for lack of buffers. */
+void zr_relay_feed_starved(zr_worker_t *w);
+
+/* Closes a connection (RST to both peers when reset), counts it, and frees
+ * it once its last operation completes. Idempotent. */
+void zr_conn_close(zr_conn_t *c, bool reset);
+
+/* Appends a JSON object describing c to out (for /config_dump). */
+struct zr_strbuf;
+void zr_conn_dump(const zr_conn_t *c, struct zr_strbuf *out);
+
+uint64_t zr_now_ns(void);
+
+#endif

@@ -1,0 +1,263 @@
+/* zring: the node proxy daemon's entry point. The main thread is the control
+ * thread: it loads the config, starts the workers and the ctl servers, then
+ * waits for signals (SIGHUP reloads, SIGTERM/SIGINT drain) and retires old
+ * config snapshots. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "core/conn.h"
+#include "core/runtime-t.h"
+#include "core/worker.h"
+#include "ctl/config.h"
+#include "ctl/server.h"
+#include "io/io.h"
+#include "io/log.h"
+
+#define EXIT_BAD_CONFIG 1
+#define EXIT_RUNTIME 2
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: zring --config FILE [--log-level error|warn|info|debug]\n"
+		   "       zring check-config FILE\n"
+		   "       zring ctl workloads|services|policies|certs|connections|stats [--admin HOST:PORT] [--json]\n"
+		   "       zring --version\n");
+}
+
+static int load(const char *path, zr_config_t **cfg)
+{
+	zr_config_error_t err;
+	char msg[2048];
+	int ret = zr_config_load(path, cfg, &err);
+	if (ret < 0) {
+		fprintf(stderr, "zring: %s\n", zr_config_error_str(&err, msg, sizeof(msg)));
+		return ret;
+	}
+	return 0;
+}
+
+static int check_config(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "zring: check-config needs exactly one FILE\n");
+		usage(stderr);
+		return EXIT_BAD_CONFIG;
+	}
+	zr_config_t *cfg;
+	if (load(argv[1], &cfg) < 0)
+		return EXIT_BAD_CONFIG;
+	printf("%s: ok (node %s, %zu workloads, %zu services, %zu policies)\n", argv[1], cfg->node,
+	       cfg->state.n_workloads, cfg->state.n_services, cfg->state.n_policies);
+	zr_config_free(cfg);
+	return 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static bool same_listener(const zr_listener_cfg_t *a, const zr_listener_cfg_t *b)
+{
+	return a->enabled == b->enabled &&
+	       (!a->enabled || (a->addr.len == b->addr.len && memcmp(&a->addr.ss, &b->addr.ss, a->addr.len) == 0));
+}
+
+static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
+{
+	zr_config_t *cfg;
+	zr_info("main", "SIGHUP: reloading %s", path);
+	if (load(path, &cfg) < 0) {
+		zr_err("main", "reload failed; keeping the running config");
+		return;
+	}
+	const zr_config_t *cur = zr_runtime_config(rt);
+	if (!same_listener(&cur->listeners.outbound, &cfg->listeners.outbound) ||
+	    !same_listener(&cur->listeners.socks5, &cfg->listeners.socks5) ||
+	    !same_listener(&cur->listeners.inbound_plaintext, &cfg->listeners.inbound_plaintext) ||
+	    !same_listener(&cur->listeners.admin, &cfg->listeners.admin) ||
+	    !same_listener(&cur->listeners.metrics, &cfg->listeners.metrics) ||
+	    !same_listener(&cur->listeners.readiness, &cfg->listeners.readiness) ||
+	    cur->workers != cfg->workers)
+		zr_warn("main", "listener addresses and worker count take effect at the next restart");
+	if (!log_level_fixed)
+		zr_log_set_level((zr_log_level_t)cfg->log_level);
+	size_t nw = cfg->state.n_workloads, ns = cfg->state.n_services, np = cfg->state.n_policies;
+	zr_runtime_publish(rt, cfg);
+	zr_info("main", "config reloaded: %zu workloads, %zu services, %zu policies", nw, ns, np);
+}
+
+static int run(const char *path, const char *log_level)
+{
+	zr_config_t *cfg;
+	if (load(path, &cfg) < 0)
+		return EXIT_BAD_CONFIG;
+	zr_log_level_t lvl = (zr_log_level_t)cfg->log_level;
+	if (log_level && zr_log_parse_level(log_level, &lvl) < 0) {
+		fprintf(stderr, "zring: --log-level: unknown level '%s'\n", log_level);
+		zr_config_free(cfg);
+		return EXIT_BAD_CONFIG;
+	}
+	zr_log_set_level(lvl);
+
+	char why[256];
+	if (zr_io_uring_probe(why, sizeof(why)) < 0) {
+		zr_err("main", "io backend unavailable: %s", why);
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
+	raise_nofile();
+
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sfd < 0 || quit_fd < 0) {
+		zr_err("main", "signalfd/eventfd: %s", strerror(errno));
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
+
+	zr_runtime_t *rt = NULL;
+	int ret = zr_runtime_start(cfg, &rt);
+	if (ret < 0) {
+		if (ret != -1)
+			zr_err("main", "start failed: %s", strerror(-ret));
+		if (rt) {
+			zr_runtime_stop(rt);
+			zr_runtime_free(rt);
+		}
+		return EXIT_RUNTIME;
+	}
+	zr_ctl_hooks_t hooks;
+	zr_runtime_hooks(rt, &hooks, quit_fd);
+	zr_ctl_servers_t *srv = NULL;
+	ret = zr_ctl_servers_start(zr_runtime_config(rt), &hooks, &srv);
+	if (ret < 0) {
+		zr_err("main", "control servers failed to start: %s", strerror(-ret));
+		zr_runtime_stop(rt);
+		zr_runtime_free(rt);
+		return EXIT_RUNTIME;
+	}
+	const zr_config_t *c = zr_runtime_config(rt);
+	zr_info("main", "zring %s started: node %s, %u workers on %s, %zu workloads, %zu services", ZR_VERSION,
+		c->node, rt->n_workers, zr_io_uring_ops.name, c->state.n_workloads, c->state.n_services);
+
+	bool draining = false;
+	uint64_t drain_deadline = 0;
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = quit_fd, .events = POLLIN}};
+		poll(pfd, 2, 200);
+		zr_runtime_reap(rt);
+		bool quit = false;
+		if (pfd[1].revents & POLLIN) {
+			uint64_t v;
+			ssize_t r = read(quit_fd, &v, sizeof(v));
+			(void)r;
+			zr_info("main", "quit requested through the admin API");
+			quit = true;
+		}
+		struct signalfd_siginfo si;
+		while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGHUP) {
+				reload(rt, path, log_level != NULL);
+			} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+				if (draining) {
+					zr_info("main", "second signal: stopping now");
+					drain_deadline = zr_now_ns();
+				}
+				quit = true;
+			}
+		}
+		if (quit && !draining) {
+			draining = true;
+			drain_deadline = zr_now_ns() + zr_runtime_config(rt)->drain_timeout_ms * 1000000ull;
+			atomic_store(&rt->ready, false);
+			zr_info("main", "draining: no new connections; live ones have up to %llu ms",
+				(unsigned long long)zr_runtime_config(rt)->drain_timeout_ms);
+			zr_runtime_drain(rt);
+		}
+		if (draining && zr_runtime_exited(rt))
+			break;
+		if (draining && zr_now_ns() >= drain_deadline) {
+			zr_info("main", "drain timeout: closing the remaining connections");
+			zr_runtime_stop(rt);
+			uint64_t hard = zr_now_ns() + 5000ull * 1000000ull;
+			while (!zr_runtime_exited(rt) && zr_now_ns() < hard)
+				usleep(10000);
+			break;
+		}
+	}
+	zr_ctl_servers_stop(srv);
+	zr_runtime_free(rt);
+	close(sfd);
+	close(quit_fd);
+	zr_info("main", "exited cleanly");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "check-config") == 0)
+		return check_config(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+		return zr_ctl_cli_main(argc - 2, argv + 2);
+
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"log-level", required_argument, NULL, 'l'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{0, 0, 0, 0},
+	};
+	const char *path = NULL, *log_level = NULL;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:l:Vh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'l':
+			log_level = optarg;
+			break;
+		case 'V':
+			printf("zring %s\n", ZR_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_BAD_CONFIG;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "zring: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_BAD_CONFIG;
+	}
+	if (!path) {
+		fprintf(stderr, "zring: --config FILE is required\n");
+		usage(stderr);
+		return EXIT_BAD_CONFIG;
+	}
+	return run(path, log_level);
+}

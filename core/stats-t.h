@@ -1,0 +1,69 @@
+/* Per-worker counters. Each counter has exactly one writer (its worker),
+ * which updates it with a relaxed load + relaxed store (a plain add on x86, no
+ * atomic read-modify-write); the control thread reads them with relaxed loads
+ * at scrape time and sums over workers. */
+#ifndef ZR_CORE_STATS_T_H
+#define ZR_CORE_STATS_T_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef _Atomic uint64_t zr_counter_t;
+
+#define zr_counter_add(c, n)                                                                         \
+	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) + (uint64_t)(n),     \
+			      memory_order_relaxed)
+#define zr_counter_sub(c, n)                                                                         \
+	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) - (uint64_t)(n),     \
+			      memory_order_relaxed)
+#define zr_counter_get(c) atomic_load_explicit((c), memory_order_relaxed)
+
+/* ztunnel's istio_tcp_* series for one label set, on one worker. Entries are
+ * created by the worker on the first connection with a new label set and
+ * pushed on the worker's list with a release store; they are never removed
+ * while the process runs, so the control thread may walk the list at any time
+ * (acquire load of the head). */
+typedef struct zr_tcp_metrics {
+	struct zr_tcp_metrics *next; /* published list (immutable once published) */
+	struct zr_tcp_metrics *hash_next; /* worker-private lookup chain */
+	uint32_t hash;
+	char *labels; /* Prometheus label body, escaped: reporter="source",source_workload="a",... */
+	zr_counter_t opened, closed, received_bytes, sent_bytes, failed;
+} zr_tcp_metrics_t;
+
+/* Reasons a connection was refused or failed before relaying; they become
+ * zring_connections_refused_total{reason="..."}. */
+typedef enum zr_refuse_reason {
+	ZR_REFUSE_UNKNOWN_SOURCE = 0, /* source IP is no local workload */
+	ZR_REFUSE_NO_ROUTE,	      /* destination neither a service VIP:port nor a workload */
+	ZR_REFUSE_NO_ENDPOINT,	      /* service has no endpoints */
+	ZR_REFUSE_HBONE_UNSUPPORTED,  /* destination needs HBONE (not built yet) */
+	ZR_REFUSE_CONNECT_FAILED,     /* upstream connect refused/failed */
+	ZR_REFUSE_CONNECT_TIMEOUT,    /* upstream connect exceeded connectTimeout */
+	ZR_REFUSE_SOCKS5_PROTOCOL,    /* malformed / unsupported SOCKS5 request */
+	ZR_REFUSE_NO_ORIGINAL_DST,    /* captured connection without SO_ORIGINAL_DST */
+	ZR_REFUSE_NOT_LOCAL,	      /* inbound destination is no local workload */
+	ZR_REFUSE_OVERLOAD,	      /* connection limit or allocation failure */
+	ZR_REFUSE__COUNT
+} zr_refuse_reason_t;
+
+/* Names used in the reason label, indexed by zr_refuse_reason_t. */
+extern const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT];
+
+typedef struct zr_worker_stats {
+	_Atomic(zr_tcp_metrics_t *) tcp_head;
+	zr_counter_t loop_turns;	 /* zring_worker_loop_iterations_total */
+	zr_counter_t completions;	 /* zring_worker_completions_total */
+	zr_counter_t accepted;		 /* zring_worker_accepted_total */
+	zr_counter_t connections_active; /* gauge: zring_worker_connections_active */
+	zr_counter_t relay_bytes_up;	 /* zring_worker_relay_bytes_total{direction="upstream"} */
+	zr_counter_t relay_bytes_down;	 /* ...{direction="downstream"} */
+	zr_counter_t buffers_in_use;	 /* gauge: zring_worker_buffers_in_use */
+	zr_counter_t buffers_total;	 /* gauge: zring_worker_buffers_total */
+	zr_counter_t recv_nobufs;	 /* zring_worker_recv_buffer_exhausted_total */
+	zr_counter_t backpressure_pauses; /* zring_worker_backpressure_pauses_total */
+	zr_counter_t refused[ZR_REFUSE__COUNT];
+	zr_counter_t config_epoch; /* gauge: zring_worker_config_epoch */
+} zr_worker_stats_t;
+
+#endif

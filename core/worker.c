@@ -1,0 +1,432 @@
+/* A worker: one pinned thread, one io_uring ring, its own SO_REUSEPORT
+ * listeners, connections, buffers and counters. The loop: pick up a newer
+ * config snapshot, run the ring (submit, wait, dispatch completions), feed
+ * receives that starved for buffers, and leave once drained or stopped. */
+#include <errno.h>
+#include <fcntl.h>
+#include <numa.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <poll.h>
+#include <netinet/in.h>
+
+#include "core/mem.h"
+#include "core/runtime-t.h"
+#include "core/worker.h"
+#include "ctl/config.h"
+#include "io/io.h"
+#include "io/log.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define CONN_CHUNK 64
+#define LOOP_WAIT_NS (1000ull * 1000000ull)
+
+void zr_worker_buf_release(zr_worker_t *w, unsigned bid)
+{
+	zr_io_buf_release(w->io, bid);
+	w->bufs_in_use--;
+}
+
+zr_conn_t *zr_worker_conn_alloc(zr_worker_t *w)
+{
+	if (!w->free_conns) {
+		/* Grow by a chunk from the worker's NUMA-node arena; objects are
+		 * recycled through the free list, never returned one by one. */
+		zr_conn_t *chunk = zr_mem_alloc(w, sizeof(zr_conn_t) * CONN_CHUNK);
+		if (!chunk)
+			return NULL;
+		for (int i = 0; i < CONN_CHUNK; i++) {
+			chunk[i].next = w->free_conns;
+			w->free_conns = &chunk[i];
+		}
+	}
+	zr_conn_t *c = w->free_conns;
+	w->free_conns = c->next;
+	memset(c, 0, sizeof(*c));
+	c->w = w;
+	c->id = ++w->next_conn_id;
+	c->start_ns = zr_now_ns();
+	c->snap = w->snap;
+	zr_snapshot_ref(c->snap);
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	zr_counter_add(&w->stats.connections_active, 1);
+	return c;
+}
+
+static void unlink_starved(zr_worker_t *w, zr_relay_side_t *s)
+{
+	if (!s->starved)
+		return;
+	for (zr_relay_side_t **pp = &w->starved; *pp; pp = &(*pp)->starved_next) {
+		if (*pp == s) {
+			*pp = s->starved_next;
+			break;
+		}
+	}
+	s->starved = false;
+}
+
+void zr_worker_conn_maybe_free(zr_conn_t *c)
+{
+	if (c->state != ZR_CONN_CLOSING || c->inflight)
+		return;
+	zr_worker_t *w = c->w;
+	zr_relay_release_queues(c);
+	unlink_starved(w, &c->down);
+	unlink_starved(w, &c->up);
+	int fds[2] = {c->down.fd, c->up.fd};
+	for (int i = 0; i < 2; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (c->reset) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+			setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		close(fds[i]);
+	}
+	c->down.fd = c->up.fd = -1;
+	zr_snapshot_unref(c->snap);
+	c->snap = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	zr_counter_sub(&w->stats.connections_active, 1);
+	c->next = w->free_conns;
+	w->free_conns = c;
+}
+
+/* --- listeners --- */
+
+static void accept_cb(zr_io_op_t *op, int res, unsigned flags);
+
+static void listener_arm(zr_listener_t *l)
+{
+	if (zr_io_accept(l->worker->io, &l->accept_op, l->fd) < 0)
+		zr_err("worker", "worker %u: can't arm accept", l->worker->index);
+}
+
+static void listener_close(zr_listener_t *l)
+{
+	if (l->closing)
+		return;
+	l->closing = true;
+	zr_io_cancel(l->worker->io, &l->accept_op);
+}
+
+static void listener_free(zr_worker_t *w, zr_listener_t *l)
+{
+	for (zr_listener_t **pp = &w->listeners; *pp; pp = &(*pp)->next) {
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
+	}
+	close(l->fd);
+	free(l);
+}
+
+static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_listener_t *l = container_of(op, zr_listener_t, accept_op);
+	zr_worker_t *w = l->worker;
+	if (res >= 0) {
+		if (l->closing || w->draining)
+			close(res);
+		else
+			zr_conn_accepted(l, res);
+	} else if (res != -ECANCELED && !l->closing) {
+		zr_warn("worker", "worker %u: accept: %s", w->index, strerror(-res));
+	}
+	if (flags & ZR_IO_F_MORE)
+		return;
+	if (l->closing) {
+		listener_free(w, l);
+		return;
+	}
+	/* Multishot accept ended (e.g. EMFILE): re-arm at the next tick so a
+	 * persistent error does not spin. */
+	l->closing = false;
+	if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
+		w->rearm_accepts = true;
+	else
+		listener_arm(l);
+}
+
+int zr_listener_socket(const zr_sockaddr_t *addr, bool freebind, int *out_fd)
+{
+	int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (freebind)
+		setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one));
+	if (addr->sa.sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, &addr->sa, addr->len) < 0 || listen(fd, 4096) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+zr_listener_t *zr_listener_add(zr_worker_t *w, zr_listener_kind_t kind, int fd, const zr_sockaddr_t *addr,
+			       bool per_workload)
+{
+	zr_listener_t *l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->accept_op.cb = accept_cb;
+	l->worker = w;
+	l->kind = kind;
+	l->fd = fd;
+	l->addr = *addr;
+	l->per_workload = per_workload;
+	l->next = w->listeners;
+	w->listeners = l;
+	return l;
+}
+
+/* Binds plaintext inbound on every local workload IP (follows reloads), so
+ * that nodes sharing one host, and in-pod mode, receive on their own IPs. */
+static void sync_workload_listeners(zr_worker_t *w)
+{
+	const zr_config_t *cfg = w->snap->cfg;
+	bool want_any = cfg->listeners.inbound_plaintext.enabled && !w->draining;
+	uint16_t port = want_any ? zr_sockaddr_port(&cfg->listeners.inbound_plaintext.addr) : 0;
+
+	for (zr_listener_t *l = w->listeners, *next; l; l = next) {
+		next = l->next;
+		if (!l->per_workload || l->closing)
+			continue;
+		zr_ip_t ip;
+		uint16_t lport;
+		zr_sockaddr_to_ip(&l->addr, &ip, &lport);
+		const zr_workload_t *wl = zr_state_workload_by_ip(&cfg->state, &ip);
+		if (!want_any || !wl || !wl->local || lport != port)
+			listener_close(l);
+	}
+	if (!want_any)
+		return;
+	for (size_t i = 0; i < cfg->state.n_workloads; i++) {
+		const zr_workload_t *wl = &cfg->state.workloads[i];
+		if (!wl->local)
+			continue;
+		for (size_t j = 0; j < wl->n_ips; j++) {
+			zr_sockaddr_t sa;
+			zr_sockaddr_from_ip(&sa, &wl->ips[j], port);
+			if (sa.len == cfg->listeners.inbound_plaintext.addr.len &&
+			    memcmp(&sa.ss, &cfg->listeners.inbound_plaintext.addr.ss, sa.len) == 0)
+				continue;
+			bool have = false;
+			for (zr_listener_t *l = w->listeners; l; l = l->next)
+				if (l->per_workload && !l->closing && l->addr.len == sa.len &&
+				    memcmp(&l->addr.ss, &sa.ss, sa.len) == 0)
+					have = true;
+			if (have)
+				continue;
+			int fd, ret = zr_listener_socket(&sa, true, &fd);
+			char a[ZR_ADDR_STRLEN];
+			if (ret < 0) {
+				if (w->index == 0)
+					zr_warn("worker", "can't listen on workload address %s: %s",
+						zr_sockaddr_str(&sa, a), strerror(-ret));
+				continue;
+			}
+			zr_listener_t *l = zr_listener_add(w, ZR_LISTENER_INBOUND_PLAINTEXT, fd, &sa, true);
+			if (!l) {
+				close(fd);
+				continue;
+			}
+			listener_arm(l);
+		}
+	}
+}
+
+/* --- mailbox --- */
+
+static void handle_msg(zr_worker_t *w, zr_msg_t *m)
+{
+	switch (m->type) {
+	case ZR_MSG_WAKE:
+		break;
+	case ZR_MSG_DRAIN:
+		if (!w->draining) {
+			w->draining = true;
+			for (zr_listener_t *l = w->listeners; l; l = l->next)
+				listener_close(l);
+		}
+		break;
+	case ZR_MSG_STOP:
+		w->stopping = true;
+		break;
+	case ZR_MSG_DUMP: {
+		zr_dump_req_t *req = m->arg;
+		for (zr_conn_t *c = w->conns; c; c = c->next) {
+			if (c->state == ZR_CONN_CLOSING)
+				continue;
+			if (!req->first)
+				zr_strbuf_append(req->out, ",", 1);
+			req->first = false;
+			zr_conn_dump(c, req->out);
+		}
+		atomic_store_explicit(&req->done, true, memory_order_release);
+		break;
+	}
+	}
+}
+
+static void mailbox_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_worker_t *w = container_of(op, zr_worker_t, mailbox_op);
+	uint64_t v;
+	ssize_t r = read(w->mailbox.eventfd, &v, sizeof(v));
+	(void)r;
+	zr_mailbox_t *mb = &w->mailbox;
+	unsigned head = atomic_load_explicit(&mb->head, memory_order_relaxed);
+	unsigned tail = atomic_load_explicit(&mb->tail, memory_order_acquire);
+	while (head != tail) {
+		zr_msg_t m = mb->slots[head % ZR_MAILBOX_SIZE];
+		head++;
+		atomic_store_explicit(&mb->head, head, memory_order_release);
+		handle_msg(w, &m);
+	}
+	if (!(flags & ZR_IO_F_MORE) && !w->stopping)
+		zr_io_poll(w->io, &w->mailbox_op, w->mailbox.eventfd, POLLIN);
+}
+
+/* --- loop --- */
+
+static void check_snapshot(zr_worker_t *w)
+{
+	zr_snapshot_t *s = atomic_load_explicit(&w->rt->current, memory_order_acquire);
+	if (s == w->snap)
+		return;
+	/* The control thread keeps its reference to s until every worker's
+	 * seen_epoch has passed s, so taking ours here is safe. */
+	zr_snapshot_ref(s);
+	zr_snapshot_t *old = w->snap;
+	w->snap = s;
+	zr_snapshot_unref(old);
+	atomic_store_explicit(&w->seen_epoch, s->epoch, memory_order_release);
+	atomic_store_explicit(&w->stats.config_epoch, s->epoch, memory_order_relaxed);
+	sync_workload_listeners(w);
+}
+
+static void close_everything(zr_worker_t *w)
+{
+	for (zr_listener_t *l = w->listeners; l; l = l->next)
+		listener_close(l);
+	for (zr_conn_t *c = w->conns, *next; c; c = next) {
+		next = c->next;
+		zr_conn_close(c, false);
+		zr_worker_conn_maybe_free(c);
+	}
+	zr_io_cancel(w->io, &w->mailbox_op);
+	/* Let cancellations complete so every socket is really closed. */
+	uint64_t deadline = zr_now_ns() + 2000ull * 1000000ull;
+	while ((w->conns || w->listeners) && zr_now_ns() < deadline)
+		zr_io_run(w->io, 50ull * 1000000ull);
+}
+
+static void *worker_main(void *arg)
+{
+	zr_worker_t *w = arg;
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+			zr_warn("worker", "worker %u: can't pin to CPU %d", w->index, w->cpu);
+	}
+	/* Pages this thread touches (buffers, connections) come from its node. */
+	if (numa_available() >= 0)
+		numa_set_localalloc();
+
+	zr_io_params_t params = {.entries = 1024, .buf_count = ZR_BUF_COUNT, .buf_size = ZR_BUF_SIZE,
+				 .numa_node = w->numa_node};
+	int ret = zr_io_uring_ops.setup(&params, &w->io);
+	if (ret < 0) {
+		zr_err("worker", "worker %u: io backend setup failed: %s", w->index, strerror(-ret));
+		atomic_store_explicit(&w->start_result, ret, memory_order_release);
+		atomic_store_explicit(&w->exited, true, memory_order_release);
+		return NULL;
+	}
+	zr_counter_add(&w->stats.buffers_total, ZR_BUF_COUNT);
+	atomic_store_explicit(&w->stats.config_epoch, w->snap->epoch, memory_order_relaxed);
+	w->mailbox_op.cb = mailbox_cb;
+	zr_io_poll(w->io, &w->mailbox_op, w->mailbox.eventfd, POLLIN);
+	for (zr_listener_t *l = w->listeners; l; l = l->next)
+		listener_arm(l);
+	sync_workload_listeners(w);
+	atomic_store_explicit(&w->start_result, 1, memory_order_release);
+
+	while (!w->stopping) {
+		check_snapshot(w);
+		int n = zr_io_run(w->io, LOOP_WAIT_NS);
+		if (n < 0 && n != -EINTR) {
+			zr_err("worker", "worker %u: io run: %s", w->index, strerror(-n));
+			break;
+		}
+		zr_counter_add(&w->stats.loop_turns, 1);
+		if (n > 0)
+			zr_counter_add(&w->stats.completions, n);
+		zr_relay_feed_starved(w);
+		atomic_store_explicit(&w->stats.buffers_in_use, w->bufs_in_use, memory_order_relaxed);
+		if (w->rearm_accepts) {
+			w->rearm_accepts = false;
+			for (zr_listener_t *l = w->listeners; l; l = l->next)
+				if (!l->closing)
+					listener_arm(l);
+		}
+		if (w->draining && w->n_conns == 0)
+			break;
+	}
+	close_everything(w);
+	zr_io_t *io = w->io;
+	w->io = NULL;
+	io->ops->destroy(io);
+	atomic_store_explicit(&w->exited, true, memory_order_release);
+	return NULL;
+}
+
+int zr_worker_start(zr_worker_t *w)
+{
+	return -pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void zr_worker_post(zr_worker_t *w, zr_msg_type_t type, void *arg)
+{
+	zr_mailbox_t *mb = &w->mailbox;
+	pthread_mutex_lock(&w->rt->post_lock);
+	unsigned tail = atomic_load_explicit(&mb->tail, memory_order_relaxed);
+	/* The worker drains every loop turn; a full box means it is stuck or
+	 * gone, and waiting briefly is the control thread's cost, not the data
+	 * path's. */
+	for (int i = 0; i < 1000 && tail - atomic_load_explicit(&mb->head, memory_order_acquire) >= ZR_MAILBOX_SIZE;
+	     i++)
+		usleep(1000);
+	if (tail - atomic_load_explicit(&mb->head, memory_order_acquire) < ZR_MAILBOX_SIZE) {
+		mb->slots[tail % ZR_MAILBOX_SIZE] = (zr_msg_t){.type = type, .arg = arg};
+		atomic_store_explicit(&mb->tail, tail + 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&w->rt->post_lock);
+	uint64_t one = 1;
+	ssize_t r = write(mb->eventfd, &one, sizeof(one));
+	(void)r;
+}

@@ -1,0 +1,314 @@
+/* /config_dump: the effective config, local state, certificates and live
+ * connections as one JSON document, for operators and `zring ctl`. Runs on
+ * the control thread, off the data path. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/asn1.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "ctl/server.h"
+#include "io/log.h"
+
+/* Starts member `name` of the current object; `first` tracks the comma. */
+static void key(zr_strbuf_t *o, bool *first, const char *name)
+{
+	if (!*first)
+		zr_strbuf_puts(o, ",");
+	*first = false;
+	zr_strbuf_json_str(o, name);
+	zr_strbuf_puts(o, ":");
+}
+
+static void kv_str(zr_strbuf_t *o, bool *first, const char *name, const char *value)
+{
+	key(o, first, name);
+	zr_strbuf_json_str(o, value);
+}
+
+static void str_array(zr_strbuf_t *o, char *const *a, size_t n)
+{
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			zr_strbuf_puts(o, ",");
+		zr_strbuf_json_str(o, a[i]);
+	}
+	zr_strbuf_puts(o, "]");
+}
+
+static void ip_array(zr_strbuf_t *o, const zr_ip_t *ips, size_t n)
+{
+	char buf[ZR_ADDR_STRLEN];
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			zr_strbuf_puts(o, ",");
+		zr_strbuf_json_str(o, zr_ip_str(&ips[i], buf));
+	}
+	zr_strbuf_puts(o, "]");
+}
+
+static void cidr_array(zr_strbuf_t *o, const zr_cidr_t *c, size_t n)
+{
+	char buf[ZR_ADDR_STRLEN];
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++)
+		zr_strbuf_printf(o, "%s\"%s/%u\"", i ? "," : "", zr_ip_str(&c[i].ip, buf), c[i].prefix_len);
+	zr_strbuf_puts(o, "]");
+}
+
+static void port_array(zr_strbuf_t *o, const uint16_t *p, size_t n)
+{
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++)
+		zr_strbuf_printf(o, "%s%u", i ? "," : "", p[i]);
+	zr_strbuf_puts(o, "]");
+}
+
+/* {"80":8080}: JSON keys are strings, as in the config files. */
+static void port_map(zr_strbuf_t *o, const zr_port_map_t *p, size_t n)
+{
+	zr_strbuf_puts(o, "{");
+	for (size_t i = 0; i < n; i++)
+		zr_strbuf_printf(o, "%s\"%u\":%u", i ? "," : "", p[i].port, p[i].target);
+	zr_strbuf_puts(o, "}");
+}
+
+static void dump_listeners(zr_strbuf_t *o, const zr_config_t *cfg)
+{
+	const struct {
+		const char *name;
+		const zr_listener_cfg_t *l;
+	} ls[] = {
+		{"outbound", &cfg->listeners.outbound}, {"inboundPlaintext", &cfg->listeners.inbound_plaintext},
+		{"hbone", &cfg->listeners.hbone},	{"socks5", &cfg->listeners.socks5},
+		{"admin", &cfg->listeners.admin},	{"metrics", &cfg->listeners.metrics},
+		{"readiness", &cfg->listeners.readiness},
+	};
+	char buf[ZR_ADDR_STRLEN];
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++)
+		kv_str(o, &first, ls[i].name, ls[i].l->enabled ? zr_sockaddr_str(&ls[i].l->addr, buf) : NULL);
+	zr_strbuf_puts(o, "}");
+}
+
+static void dump_workload(zr_strbuf_t *o, const zr_workload_t *w)
+{
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	kv_str(o, &first, "uid", w->uid);
+	kv_str(o, &first, "name", w->name);
+	kv_str(o, &first, "namespace", w->namespace_);
+	kv_str(o, &first, "serviceAccount", w->service_account);
+	kv_str(o, &first, "node", w->node);
+	kv_str(o, &first, "network", w->network);
+	kv_str(o, &first, "protocol", w->protocol == ZR_PROTO_HBONE ? "HBONE" : "TCP");
+	key(o, &first, "workloadIps");
+	ip_array(o, w->ips, w->n_ips);
+	kv_str(o, &first, "canonicalName", w->canonical_name);
+	kv_str(o, &first, "canonicalRevision", w->canonical_revision);
+	kv_str(o, &first, "clusterId", w->cluster_id);
+	kv_str(o, &first, "trustDomain", w->trust_domain);
+	key(o, &first, "local");
+	zr_strbuf_puts(o, w->local ? "true" : "false");
+	kv_str(o, &first, "identity", w->identity);
+	key(o, &first, "services");
+	zr_strbuf_puts(o, "{");
+	for (size_t i = 0; i < w->n_services; i++) {
+		bool f = i == 0;
+		key(o, &f, w->services[i].key);
+		port_map(o, w->services[i].ports, w->services[i].n_ports);
+	}
+	zr_strbuf_puts(o, "}");
+	key(o, &first, "authorizationPolicies");
+	str_array(o, w->authorization_policies, w->n_authorization_policies);
+	zr_strbuf_puts(o, "}");
+}
+
+static void dump_service(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t *st)
+{
+	char buf[ZR_ADDR_STRLEN];
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	kv_str(o, &first, "name", s->name);
+	kv_str(o, &first, "namespace", s->namespace_);
+	kv_str(o, &first, "hostname", s->hostname);
+	key(o, &first, "vips");
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < s->n_vips; i++) {
+		zr_strbuf_puts(o, i ? "," : "");
+		zr_strbuf_t vip = ZR_STRBUF_INIT; /* "network/ip", as in the config */
+		zr_strbuf_printf(&vip, "%s/%s", s->vips[i].network ? s->vips[i].network : "",
+				 zr_ip_str(&s->vips[i].ip, buf));
+		zr_strbuf_json_str(o, vip.data);
+		zr_strbuf_free(&vip);
+	}
+	zr_strbuf_puts(o, "]");
+	key(o, &first, "ports");
+	port_map(o, s->ports, s->n_ports);
+	key(o, &first, "subjectAltNames");
+	str_array(o, s->subject_alt_names, s->n_subject_alt_names);
+	key(o, &first, "endpoints");
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0, n = 0; i < s->n_endpoints; i++) {
+		if (s->endpoints[i] >= st->n_workloads)
+			continue;
+		zr_strbuf_puts(o, n++ ? "," : "");
+		zr_strbuf_json_str(o, st->workloads[s->endpoints[i]].uid);
+	}
+	zr_strbuf_puts(o, "]}");
+}
+
+static void dump_match(zr_strbuf_t *o, const zr_policy_match_t *m)
+{
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+#define STRS(name, field)                                                                                        \
+	if (m->n_##field) {                                                                                      \
+		key(o, &first, name);                                                                            \
+		str_array(o, m->field, m->n_##field);                                                            \
+	}
+#define CIDRS(name, field)                                                                                       \
+	if (m->n_##field) {                                                                                      \
+		key(o, &first, name);                                                                            \
+		cidr_array(o, m->field, m->n_##field);                                                           \
+	}
+#define PORTS(name, field)                                                                                       \
+	if (m->n_##field) {                                                                                      \
+		key(o, &first, name);                                                                            \
+		port_array(o, m->field, m->n_##field);                                                           \
+	}
+	STRS("namespaces", namespaces)
+	STRS("notNamespaces", not_namespaces)
+	STRS("principals", principals)
+	STRS("notPrincipals", not_principals)
+	STRS("serviceAccounts", service_accounts)
+	STRS("notServiceAccounts", not_service_accounts)
+	CIDRS("sourceIps", source_ips)
+	CIDRS("notSourceIps", not_source_ips)
+	CIDRS("destinationIps", destination_ips)
+	CIDRS("notDestinationIps", not_destination_ips)
+	PORTS("destinationPorts", destination_ports)
+	PORTS("notDestinationPorts", not_destination_ports)
+#undef STRS
+#undef CIDRS
+#undef PORTS
+	zr_strbuf_puts(o, "}");
+}
+
+static void dump_policy(zr_strbuf_t *o, const zr_policy_t *p)
+{
+	static const char *const scopes[] = {"Global", "Namespace", "WorkloadSelector"};
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	kv_str(o, &first, "name", p->name);
+	kv_str(o, &first, "namespace", p->namespace_);
+	kv_str(o, &first, "scope", (unsigned)p->scope < 3 ? scopes[p->scope] : "unknown");
+	kv_str(o, &first, "action", p->action == ZR_ACTION_DENY ? "Deny" : "Allow");
+	key(o, &first, "dryRun");
+	zr_strbuf_puts(o, p->dry_run ? "true" : "false");
+	key(o, &first, "rules");
+	zr_strbuf_puts(o, "[");
+	for (size_t r = 0; r < p->n_rules; r++) {
+		zr_strbuf_puts(o, r ? ",[" : "[");
+		for (size_t c = 0; c < p->rules[r].n_clauses; c++) {
+			const zr_policy_clause_t *cl = &p->rules[r].clauses[c];
+			zr_strbuf_puts(o, c ? ",[" : "[");
+			for (size_t m = 0; m < cl->n_matches; m++) {
+				zr_strbuf_puts(o, m ? "," : "");
+				dump_match(o, &cl->matches[m]);
+			}
+			zr_strbuf_puts(o, "]");
+		}
+		zr_strbuf_puts(o, "]");
+	}
+	zr_strbuf_puts(o, "]}");
+}
+
+/* Fills `out` with the leaf's notAfter as ISO 8601, or returns an error text. */
+static const char *cert_expiry(const char *path, char *out, size_t cap)
+{
+	FILE *f = path ? fopen(path, "r") : NULL;
+	if (!f)
+		return path ? strerror(errno) : "no certificate path";
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!x)
+		return "no PEM certificate in file";
+	struct tm tm;
+	const char *err = NULL;
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		err = "unreadable notAfter";
+	X509_free(x);
+	return err;
+}
+
+static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg)
+{
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < cfg->identity.n_certificates; i++) {
+		const zr_identity_cert_t *c = &cfg->identity.certificates[i];
+		char expiry[64];
+		bool first = true;
+		zr_strbuf_puts(o, i ? ",{" : "{");
+		kv_str(o, &first, "identity", c->identity);
+		kv_str(o, &first, "cert", c->cert);
+		kv_str(o, &first, "key", c->key);
+		const char *err = cert_expiry(c->cert, expiry, sizeof(expiry));
+		kv_str(o, &first, err ? "error" : "expires", err ? err : expiry);
+		zr_strbuf_puts(o, "}");
+	}
+	zr_strbuf_puts(o, "]");
+}
+
+void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
+{
+	const zr_config_t *cfg = hooks->config_acquire(hooks->ctx);
+	const zr_state_t *st = &cfg->state;
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	kv_str(o, &first, "node", cfg->node);
+	kv_str(o, &first, "trustDomain", cfg->trust_domain);
+	kv_str(o, &first, "clusterId", cfg->cluster_id);
+	key(o, &first, "workers");
+	zr_strbuf_printf(o, "%zu", hooks->n_workers(hooks->ctx));
+	key(o, &first, "listeners");
+	dump_listeners(o, cfg);
+	key(o, &first, "workloads");
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < st->n_workloads; i++) {
+		zr_strbuf_puts(o, i ? "," : "");
+		dump_workload(o, &st->workloads[i]);
+	}
+	zr_strbuf_puts(o, "]");
+	key(o, &first, "services");
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < st->n_services; i++) {
+		zr_strbuf_puts(o, i ? "," : "");
+		dump_service(o, &st->services[i], st);
+	}
+	zr_strbuf_puts(o, "]");
+	key(o, &first, "policies");
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < st->n_policies; i++) {
+		zr_strbuf_puts(o, i ? "," : "");
+		dump_policy(o, &st->policies[i]);
+	}
+	zr_strbuf_puts(o, "]");
+	key(o, &first, "certificates");
+	dump_certificates(o, cfg);
+	hooks->config_release(hooks->ctx, cfg);
+	key(o, &first, "connections");
+	if (hooks->dump_connections)
+		hooks->dump_connections(hooks->ctx, o);
+	else
+		zr_strbuf_puts(o, "[]");
+	kv_str(o, &first, "cryptoBackend", hooks->crypto_backend ? hooks->crypto_backend(hooks->ctx) : "none");
+	kv_str(o, &first, "logLevel", zr_log_level_name(zr_log_get_level()));
+	zr_strbuf_puts(o, "}\n");
+}

@@ -1,0 +1,179 @@
+/* Prometheus text exposition (format 0.0.4). Workers keep plain per-worker
+ * counters; this sums them at scrape time, so the data path pays nothing for
+ * a scrape. istio_tcp_* series are merged across workers by their label body
+ * (workers escape and format labels identically, so equal strings are equal
+ * label sets). */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl/server.h"
+
+const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
+	"unknown_source", "no_route",	     "no_endpoint",	"hbone_unsupported", "connect_failed",
+	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	     "overload",
+};
+
+#ifndef ZR_VERSION
+#define ZR_VERSION "unknown"
+#endif
+
+static void family(zr_strbuf_t *out, const char *name, const char *type, const char *help)
+{
+	zr_strbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Escapes a label value per the text format: backslash, quote, newline. */
+static void label_value(zr_strbuf_t *out, const char *s)
+{
+	for (; s && *s; s++) {
+		if (*s == '\\' || *s == '"')
+			zr_strbuf_printf(out, "\\%c", *s);
+		else if (*s == '\n')
+			zr_strbuf_puts(out, "\\n");
+		else
+			zr_strbuf_append(out, s, 1);
+	}
+}
+
+static int cmp_labels(const void *a, const void *b)
+{
+	const zr_tcp_metrics_t *x = *(const zr_tcp_metrics_t *const *)a, *y = *(const zr_tcp_metrics_t *const *)b;
+	return strcmp(x->labels, y->labels);
+}
+
+static const struct {
+	const char *name, *help;
+	size_t off;
+} tcp_families[] = {
+	{"istio_tcp_connections_opened_total", "The total number of TCP connections opened",
+	 offsetof(zr_tcp_metrics_t, opened)},
+	{"istio_tcp_connections_closed_total", "The total number of TCP connections closed",
+	 offsetof(zr_tcp_metrics_t, closed)},
+	{"istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection",
+	 offsetof(zr_tcp_metrics_t, received_bytes)},
+	{"istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of TCP connection",
+	 offsetof(zr_tcp_metrics_t, sent_bytes)},
+	{"istio_tcp_connections_failed_total", "The total number of TCP connections that failed",
+	 offsetof(zr_tcp_metrics_t, failed)},
+};
+
+static uint64_t tcp_counter(const zr_tcp_metrics_t *m, size_t off)
+{
+	return zr_counter_get((const zr_counter_t *)((const char *)m + off));
+}
+
+static void render_tcp(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_workers)
+{
+	/* Lists only grow at the head, so a second walk may see more entries than
+	 * the count: those are left for the next scrape. */
+	size_t n = 0, cap = 0;
+	for (size_t w = 0; w < n_workers; w++)
+		for (zr_tcp_metrics_t *m = atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head,
+								  memory_order_acquire);
+		     m; m = m->next)
+			cap++;
+	zr_tcp_metrics_t **all = cap ? malloc(cap * sizeof(*all)) : NULL;
+	if (cap && !all) {
+		out->oom = true;
+		return;
+	}
+	for (size_t w = 0; w < n_workers; w++)
+		for (zr_tcp_metrics_t *m = atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head,
+								  memory_order_acquire);
+		     m && n < cap; m = m->next)
+			if (m->labels)
+				all[n++] = m;
+	if (n)
+		qsort(all, n, sizeof(*all), cmp_labels);
+	for (size_t f = 0; f < sizeof(tcp_families) / sizeof(tcp_families[0]); f++) {
+		family(out, tcp_families[f].name, "counter", tcp_families[f].help);
+		for (size_t i = 0; i < n;) {
+			uint64_t sum = 0;
+			size_t j = i;
+			for (; j < n && strcmp(all[j]->labels, all[i]->labels) == 0; j++)
+				sum += tcp_counter(all[j], tcp_families[f].off);
+			if (all[i]->labels[0])
+				zr_strbuf_printf(out, "%s{%s} %llu\n", tcp_families[f].name, all[i]->labels,
+						 (unsigned long long)sum);
+			else
+				zr_strbuf_printf(out, "%s %llu\n", tcp_families[f].name, (unsigned long long)sum);
+			i = j;
+		}
+	}
+	free(all);
+}
+
+static const struct {
+	const char *name, *type, *help;
+	size_t off;
+} worker_families[] = {
+	{"zring_worker_loop_iterations_total", "counter", "Event loop turns of the worker",
+	 offsetof(zr_worker_stats_t, loop_turns)},
+	{"zring_worker_completions_total", "counter", "I/O completions handled by the worker",
+	 offsetof(zr_worker_stats_t, completions)},
+	{"zring_worker_accepted_total", "counter", "Connections accepted by the worker",
+	 offsetof(zr_worker_stats_t, accepted)},
+	{"zring_worker_connections_active", "gauge", "Connections currently owned by the worker",
+	 offsetof(zr_worker_stats_t, connections_active)},
+	{"zring_worker_buffers_in_use", "gauge", "I/O buffers of the worker currently in use",
+	 offsetof(zr_worker_stats_t, buffers_in_use)},
+	/* Not "..._buffers_total": promtool's lint forbids _total on a gauge. */
+	{"zring_worker_buffers_registered", "gauge", "I/O buffers registered by the worker",
+	 offsetof(zr_worker_stats_t, buffers_total)},
+	{"zring_worker_recv_buffer_exhausted_total", "counter", "Receives that found no free provided buffer",
+	 offsetof(zr_worker_stats_t, recv_nobufs)},
+	{"zring_worker_backpressure_pauses_total", "counter", "Times a relay stopped reading because its peer was full",
+	 offsetof(zr_worker_stats_t, backpressure_pauses)},
+	{"zring_worker_config_epoch", "gauge", "Epoch of the config snapshot the worker has seen",
+	 offsetof(zr_worker_stats_t, config_epoch)},
+};
+
+static uint64_t worker_counter(const zr_worker_stats_t *s, size_t off)
+{
+	return zr_counter_get((const zr_counter_t *)((const char *)s + off));
+}
+
+static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_workers)
+{
+	for (size_t f = 0; f < sizeof(worker_families) / sizeof(worker_families[0]); f++) {
+		family(out, worker_families[f].name, worker_families[f].type, worker_families[f].help);
+		for (size_t w = 0; w < n_workers; w++)
+			zr_strbuf_printf(out, "%s{worker=\"%zu\"} %llu\n", worker_families[f].name, w,
+					 (unsigned long long)worker_counter(hooks->worker_stats(hooks->ctx, w),
+									    worker_families[f].off));
+	}
+	family(out, "zring_worker_relay_bytes_total", "counter", "Bytes relayed by the worker, by direction");
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"upstream\"} %llu\n", w,
+				 (unsigned long long)zr_counter_get(&s->relay_bytes_up));
+		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"downstream\"} %llu\n", w,
+				 (unsigned long long)zr_counter_get(&s->relay_bytes_down));
+	}
+	family(out, "zring_connections_refused_total", "counter",
+	       "Connections refused or failed before relaying, by worker and reason");
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		for (int r = 0; r < ZR_REFUSE__COUNT; r++)
+			zr_strbuf_printf(out, "zring_connections_refused_total{worker=\"%zu\",reason=\"%s\"} %llu\n", w,
+					 zr_refuse_reason_names[r], (unsigned long long)zr_counter_get(&s->refused[r]));
+	}
+}
+
+void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
+{
+	size_t n_workers = hooks->n_workers(hooks->ctx);
+	family(out, "istio_build", "gauge", "Istio component build info");
+	zr_strbuf_puts(out, "istio_build{component=\"zring\",tag=\"");
+	label_value(out, ZR_VERSION);
+	zr_strbuf_puts(out, "\"} 1\n");
+	render_tcp(out, hooks, n_workers);
+	family(out, "zring_workers", "gauge", "Number of worker threads");
+	zr_strbuf_printf(out, "zring_workers %zu\n", n_workers);
+	family(out, "zring_crypto_backend_info", "gauge", "Record-crypto backend in use");
+	zr_strbuf_puts(out, "zring_crypto_backend_info{backend=\"");
+	label_value(out, hooks->crypto_backend ? hooks->crypto_backend(hooks->ctx) : "none");
+	zr_strbuf_puts(out, "\"} 1\n");
+	render_workers(out, hooks, n_workers);
+}

@@ -1,0 +1,552 @@
+/* The control thread's HTTP servers (metrics, readiness, admin): one thread,
+ * one poll() loop, non-blocking sockets, one request per connection. The
+ * clients are operators and scrapers, not the data path, so simplicity and
+ * robustness against garbage beat throughput here. */
+#include "ctl/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/log.h"
+
+#define MAX_CLIENTS 256
+#define REQ_MAX 8192		/* request line + headers */
+#define IO_TIMEOUT_MS 5000	/* whole request head; then write idle time */
+#define LINGER_TIMEOUT_MS 1000	/* discard unread input after the response */
+#define LINGER_MAX (1u << 20)
+
+enum client_state { READING, WRITING, LINGERING };
+
+struct client {
+	int fd;
+	zr_ctl_listener_t kind;
+	enum client_state state;
+	bool quit_after; /* call hooks.quit once the response is out */
+	size_t in_len, out_off, discarded;
+	int64_t deadline_ms;
+	zr_strbuf_t out;
+	char in[REQ_MAX];
+};
+
+struct zr_ctl_servers {
+	zr_ctl_hooks_t hooks;
+	pthread_t thread;
+	int wake[2];
+	int lfd[ZR_CTL__COUNT];
+	unsigned port[ZR_CTL__COUNT];
+	int64_t accept_paused_until;
+	struct client *clients[MAX_CLIENTS];
+	size_t n_clients;
+};
+
+struct request {
+	char method[16];
+	char path[1024];
+	char query[1024];
+};
+
+static const char *const listener_names[ZR_CTL__COUNT] = {"metrics", "readiness", "admin"};
+
+static const char *const prom_type = "text/plain; version=0.0.4; charset=utf-8";
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	default: return "Error";
+	}
+}
+
+static void respond(struct client *c, int status, const char *ctype, const char *extra, const char *body, size_t len)
+{
+	zr_strbuf_reset(&c->out);
+	zr_strbuf_printf(&c->out,
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+			 status, reason(status), ctype, len, extra ? extra : "");
+	zr_strbuf_append(&c->out, body, len);
+	c->state = WRITING;
+	c->out_off = 0;
+	c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+}
+
+static void respond_text(struct client *c, int status, const char *extra, const char *body)
+{
+	respond(c, status, "text/plain; charset=utf-8", extra, body, strlen(body));
+}
+
+/* Sends a rendered body, or a 500 if rendering ran out of memory. */
+static void respond_buf(struct client *c, const char *ctype, zr_strbuf_t *body)
+{
+	if (body->oom)
+		respond_text(c, 500, NULL, "out of memory\n");
+	else
+		respond(c, 200, ctype, NULL, body->data ? body->data : "", body->len);
+	zr_strbuf_free(body);
+}
+
+static bool is_tchar(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool parse_request_line(const char *p, const char *eol, struct request *req)
+{
+	size_t n = 0;
+	while (p + n < eol && is_tchar((unsigned char)p[n]))
+		n++;
+	if (n == 0 || n >= sizeof(req->method) || p + n >= eol || p[n] != ' ')
+		return false;
+	memcpy(req->method, p, n);
+	req->method[n] = '\0';
+	p += n + 1;
+	const char *sp = memchr(p, ' ', (size_t)(eol - p));
+	if (!sp || *p != '/')
+		return false;
+	const char *q = memchr(p, '?', (size_t)(sp - p));
+	const char *path_end = q ? q : sp;
+	if ((size_t)(path_end - p) >= sizeof(req->path) || (q && (size_t)(sp - q - 1) >= sizeof(req->query)))
+		return false;
+	memcpy(req->path, p, (size_t)(path_end - p));
+	req->path[path_end - p] = '\0';
+	req->query[0] = '\0';
+	if (q) {
+		memcpy(req->query, q + 1, (size_t)(sp - q - 1));
+		req->query[sp - q - 1] = '\0';
+	}
+	sp++;
+	size_t vlen = (size_t)(eol - sp);
+	if (vlen && sp[vlen - 1] == '\r')
+		vlen--;
+	return vlen == 8 && memcmp(sp, "HTTP/1.", 7) == 0 && (sp[7] == '0' || sp[7] == '1');
+}
+
+/* Returns 0 when `buf` holds a complete, well-formed request head, -EAGAIN
+ * when more bytes are needed, else the HTTP status to answer with. Rejects
+ * as early as possible so garbage never waits for the timeout. */
+static int parse_request(const char *buf, size_t len, struct request *req)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)buf[i];
+		if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
+			return 400;
+	}
+	const char *eol = memchr(buf, '\n', len);
+	if (!eol) {
+		size_t n = 0;
+		while (n < len && is_tchar((unsigned char)buf[n]))
+			n++;
+		if ((n < len && buf[n] != ' ') || n >= sizeof(req->method))
+			return 400;
+		return len >= REQ_MAX ? 431 : -EAGAIN;
+	}
+	if (!parse_request_line(buf, eol, req))
+		return 400;
+	const char *end = buf + len;
+	for (const char *line = eol + 1;;) {
+		const char *next = memchr(line, '\n', (size_t)(end - line));
+		if (!next)
+			return len >= REQ_MAX ? 431 : -EAGAIN;
+		size_t llen = (size_t)(next - line);
+		if (llen && line[llen - 1] == '\r')
+			llen--;
+		if (llen == 0)
+			return 0;
+		size_t n = 0;
+		while (n < llen && is_tchar((unsigned char)line[n]))
+			n++;
+		if (n == 0 || n == llen || line[n] != ':')
+			return 400;
+		line = next + 1;
+	}
+}
+
+/* Value of `key` in an application/x-www-form-urlencoded query, or NULL. */
+static const char *query_param(const char *query, const char *key, char *out, size_t cap)
+{
+	size_t klen = strlen(key);
+	for (const char *p = query; *p;) {
+		size_t n = strcspn(p, "&");
+		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			size_t vlen = n - klen - 1;
+			if (vlen >= cap)
+				return NULL;
+			memcpy(out, p + klen + 1, vlen);
+			out[vlen] = '\0';
+			return out;
+		}
+		p += n;
+		if (*p)
+			p++;
+	}
+	return NULL;
+}
+
+static void serve_logging(struct client *c, const struct request *req)
+{
+	char level[32], body[128];
+	zr_log_level_t lvl;
+	if (strcmp(req->method, "POST") == 0 && query_param(req->query, "level", level, sizeof(level))) {
+		if (zr_log_parse_level(level, &lvl) != 0) {
+			respond_text(c, 400, NULL, "bad level: use error, warn, info or debug\n");
+			return;
+		}
+		zr_log_set_level(lvl);
+		zr_info("ctl", "log level set to %s", zr_log_level_name(lvl));
+	} else if (strcmp(req->method, "POST") == 0 && req->query[0]) {
+		respond_text(c, 400, NULL, "usage: POST /logging?level=error|warn|info|debug\n");
+		return;
+	}
+	snprintf(body, sizeof(body), "current log level is %s\n", zr_log_level_name(zr_log_get_level()));
+	respond_text(c, 200, NULL, body);
+}
+
+static const char admin_index[] = "zring admin\n"
+				  "  GET  /                  this index\n"
+				  "  GET  /config_dump       config, state, certificates, connections (JSON)\n"
+				  "  GET  /stats             metrics (Prometheus text)\n"
+				  "  GET  /logging           current log level\n"
+				  "  POST /logging?level=L   set the log level (error|warn|info|debug)\n"
+				  "  POST /quitquitquit      drain and exit\n";
+
+struct route {
+	zr_ctl_listener_t kind;
+	const char *path, *method;
+	int id;
+};
+
+enum { R_METRICS, R_READY, R_INDEX, R_DUMP, R_LOGGING, R_QUIT };
+
+static const struct route routes[] = {
+	{ZR_CTL_METRICS, "/metrics", "GET", R_METRICS},
+	{ZR_CTL_METRICS, "/stats/prometheus", "GET", R_METRICS},
+	{ZR_CTL_READINESS, "/healthz/ready", "GET", R_READY},
+	{ZR_CTL_ADMIN, "/", "GET", R_INDEX},
+	{ZR_CTL_ADMIN, "/config_dump", "GET", R_DUMP},
+	{ZR_CTL_ADMIN, "/stats", "GET", R_METRICS},
+	{ZR_CTL_ADMIN, "/stats/prometheus", "GET", R_METRICS},
+	{ZR_CTL_ADMIN, "/logging", NULL, R_LOGGING}, /* GET and POST */
+	{ZR_CTL_ADMIN, "/quitquitquit", "POST", R_QUIT},
+};
+
+static void serve(struct zr_ctl_servers *srv, struct client *c, const struct request *req)
+{
+	const struct route *r = NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (routes[i].kind == c->kind && strcmp(routes[i].path, req->path) == 0)
+			r = &routes[i];
+	if (!r) {
+		respond_text(c, 404, NULL, "not found\n");
+		return;
+	}
+	bool method_ok = r->method ? strcmp(req->method, r->method) == 0
+				   : strcmp(req->method, "GET") == 0 || strcmp(req->method, "POST") == 0;
+	if (!method_ok) {
+		char allow[64];
+		snprintf(allow, sizeof(allow), "Allow: %s\r\n", r->method ? r->method : "GET, POST");
+		respond_text(c, 405, allow, "method not allowed\n");
+		return;
+	}
+	zr_strbuf_t body = ZR_STRBUF_INIT;
+	switch (r->id) {
+	case R_METRICS:
+		zr_metrics_render(&body, &srv->hooks);
+		respond_buf(c, prom_type, &body);
+		break;
+	case R_READY: {
+		char pending[256] = "";
+		if (srv->hooks.ready(srv->hooks.ctx, pending, sizeof(pending))) {
+			respond_text(c, 200, NULL, "ready\n");
+		} else {
+			zr_strbuf_printf(&body, "not ready, pending: %s\n", pending[0] ? pending : "unknown");
+			if (!body.oom)
+				respond(c, 500, "text/plain; charset=utf-8", NULL, body.data, body.len);
+			else
+				respond_text(c, 500, NULL, "not ready\n");
+			zr_strbuf_free(&body);
+		}
+		break;
+	}
+	case R_INDEX:
+		respond_text(c, 200, NULL, admin_index);
+		break;
+	case R_DUMP:
+		zr_config_dump(&body, &srv->hooks);
+		respond_buf(c, "application/json", &body);
+		break;
+	case R_LOGGING:
+		serve_logging(c, req);
+		break;
+	case R_QUIT:
+		zr_info("ctl", "quit requested on the admin endpoint");
+		respond_text(c, 200, NULL, "OK\n");
+		c->quit_after = true;
+		break;
+	}
+}
+
+static void client_close(struct zr_ctl_servers *srv, size_t i)
+{
+	struct client *c = srv->clients[i];
+	close(c->fd);
+	zr_strbuf_free(&c->out);
+	free(c);
+	srv->clients[i] = srv->clients[--srv->n_clients];
+}
+
+/* Returns false when the client is finished and must be closed. */
+static bool client_read(struct zr_ctl_servers *srv, struct client *c)
+{
+	for (;;) {
+		char sink[4096];
+		char *dst = c->state == READING ? c->in + c->in_len : sink;
+		size_t cap = c->state == READING ? REQ_MAX - c->in_len : sizeof(sink);
+		if (cap == 0)
+			break;
+		ssize_t n = recv(c->fd, dst, cap, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK;
+		if (n == 0)
+			return false; /* peer closed: a truncated request gets no answer */
+		if (c->state == LINGERING) {
+			c->discarded += (size_t)n;
+			if (c->discarded > LINGER_MAX)
+				return false;
+			continue;
+		}
+		c->in_len += (size_t)n;
+		struct request req;
+		int rc = parse_request(c->in, c->in_len, &req);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc == 0)
+			serve(srv, c, &req);
+		else
+			respond_text(c, rc, NULL, rc == 431 ? "request header too large\n" : "bad request\n");
+		return true;
+	}
+	return true;
+}
+
+static bool client_write(struct zr_ctl_servers *srv, struct client *c)
+{
+	while (c->out_off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK;
+		c->out_off += (size_t)n;
+		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+	}
+	if (c->quit_after) {
+		c->quit_after = false;
+		srv->hooks.quit(srv->hooks.ctx);
+	}
+	/* Half-close, then discard what the peer still sends: closing with unread
+	 * input would reset the connection and could destroy our response. */
+	shutdown(c->fd, SHUT_WR);
+	c->state = LINGERING;
+	c->deadline_ms = now_ms() + LINGER_TIMEOUT_MS;
+	return client_read(srv, c);
+}
+
+static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
+{
+	for (;;) {
+		int fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				zr_warn("ctl", "%s: accept: %s", listener_names[kind], strerror(errno));
+				srv->accept_paused_until = now_ms() + 100;
+			}
+			return;
+		}
+		struct client *c = srv->n_clients < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->kind = kind;
+		c->state = READING;
+		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+		srv->clients[srv->n_clients++] = c;
+	}
+}
+
+static void *server_thread(void *arg)
+{
+	struct zr_ctl_servers *srv = arg;
+	struct pollfd pfd[1 + ZR_CTL__COUNT + MAX_CLIENTS];
+	for (;;) {
+		int64_t now = now_ms();
+		bool accepting = now >= srv->accept_paused_until;
+		size_t n = 0;
+		pfd[n++] = (struct pollfd){.fd = srv->wake[0], .events = POLLIN};
+		for (int k = 0; k < ZR_CTL__COUNT; k++)
+			pfd[n++] = (struct pollfd){.fd = accepting ? srv->lfd[k] : -1, .events = POLLIN};
+		int64_t next = now + (accepting ? 1000 : 100);
+		for (size_t i = 0; i < srv->n_clients; i++) {
+			struct client *c = srv->clients[i];
+			pfd[n++] = (struct pollfd){.fd = c->fd, .events = c->state == WRITING ? POLLOUT : POLLIN};
+			if (c->deadline_ms < next)
+				next = c->deadline_ms;
+		}
+		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
+		if (rc < 0 && errno != EINTR) {
+			zr_err("ctl", "poll: %s", strerror(errno));
+			return NULL;
+		}
+		if (rc > 0 && pfd[0].revents)
+			return NULL;
+		now = now_ms();
+		/* Backwards, so that removing by swapping in the last client only
+		 * moves clients already handled this turn. */
+		for (size_t i = srv->n_clients; i-- > 0;) {
+			struct client *c = srv->clients[i];
+			short rev = rc > 0 ? pfd[1 + ZR_CTL__COUNT + i].revents : 0;
+			bool keep = true;
+			if (rev & POLLNVAL)
+				keep = false;
+			else if (rev && c->state != WRITING)
+				keep = client_read(srv, c);
+			if (keep && c->state == WRITING)
+				keep = client_write(srv, c);
+			if (keep && now_ms() >= c->deadline_ms)
+				keep = false;
+			if (!keep)
+				client_close(srv, i);
+		}
+		for (int k = 0; rc > 0 && k < ZR_CTL__COUNT; k++)
+			if (pfd[1 + k].revents & POLLIN)
+				accept_clients(srv, (zr_ctl_listener_t)k);
+	}
+}
+
+static bool is_loopback(const zr_sockaddr_t *a)
+{
+	if (a->sa.sa_family == AF_INET)
+		return (ntohl(a->in4.sin_addr.s_addr) >> 24) == 127;
+	if (a->sa.sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&a->in6.sin6_addr) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a->in6.sin6_addr) && a->in6.sin6_addr.s6_addr[12] == 127);
+	return false;
+}
+
+static int listen_on(const zr_sockaddr_t *addr, const char *name, int *fd_out, unsigned *port_out)
+{
+	char str[ZR_ADDR_STRLEN];
+	int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	int one = 1;
+	zr_sockaddr_t bound = {0};
+	bound.len = sizeof(bound.ss);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, &addr->sa, addr->len) < 0 || listen(fd, 128) < 0 || getsockname(fd, &bound.sa, &bound.len) < 0)
+		goto fail;
+	*fd_out = fd;
+	*port_out = zr_sockaddr_port(&bound);
+	zr_info("ctl", "%s listening on %s", name, zr_sockaddr_str(&bound, str));
+	return 0;
+fail:;
+	int err = errno;
+	zr_err("ctl", "%s listener on %s: %s", name, zr_sockaddr_str(addr, str), strerror(err));
+	if (fd >= 0)
+		close(fd);
+	return -err;
+}
+
+static void release(struct zr_ctl_servers *srv)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->lfd[k] >= 0)
+			close(srv->lfd[k]);
+	for (int i = 0; i < 2; i++)
+		if (srv->wake[i] >= 0)
+			close(srv->wake[i]);
+	while (srv->n_clients)
+		client_close(srv, srv->n_clients - 1);
+	free(srv);
+}
+
+int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr_ctl_servers_t **out)
+{
+	const zr_listener_cfg_t *lc[ZR_CTL__COUNT] = {&cfg->listeners.metrics, &cfg->listeners.readiness,
+						      &cfg->listeners.admin};
+	char str[ZR_ADDR_STRLEN];
+	if (lc[ZR_CTL_ADMIN]->enabled && !is_loopback(&lc[ZR_CTL_ADMIN]->addr)) {
+		zr_err("ctl", "admin listener %s refused: it must be a loopback address",
+		       zr_sockaddr_str(&lc[ZR_CTL_ADMIN]->addr, str));
+		return -EPERM;
+	}
+	struct zr_ctl_servers *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->hooks = *hooks;
+	srv->wake[0] = srv->wake[1] = -1;
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		srv->lfd[k] = -1;
+	int rc = 0;
+	for (int k = 0; k < ZR_CTL__COUNT && rc == 0; k++)
+		if (lc[k]->enabled)
+			rc = listen_on(&lc[k]->addr, listener_names[k], &srv->lfd[k], &srv->port[k]);
+	if (rc == 0 && pipe2(srv->wake, O_NONBLOCK | O_CLOEXEC) < 0)
+		rc = -errno;
+	if (rc == 0) {
+		/* Signals belong to the main thread: start ours with all blocked. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		rc = -pthread_create(&srv->thread, NULL, server_thread, srv);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (rc != 0) {
+		release(srv);
+		return rc;
+	}
+	*out = srv;
+	return 0;
+}
+
+void zr_ctl_servers_stop(zr_ctl_servers_t *srv)
+{
+	if (!srv)
+		return;
+	ssize_t n;
+	do
+		n = write(srv->wake[1], "x", 1);
+	while (n < 0 && errno == EINTR);
+	pthread_join(srv->thread, NULL);
+	release(srv);
+}
+
+unsigned zr_ctl_servers_port(const zr_ctl_servers_t *srv, zr_ctl_listener_t which)
+{
+	return (unsigned)which < ZR_CTL__COUNT ? srv->port[which] : 0;
+}

@@ -1,0 +1,67 @@
+/* The control thread's HTTP servers: metrics (15020), readiness (15021) and
+ * admin (127.0.0.1:15000). They run on their own thread with a poll loop and
+ * reach the runtime only through the hooks below. */
+#ifndef ZR_CTL_SERVER_H
+#define ZR_CTL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/stats-t.h"
+#include "ctl/config-t.h"
+#include "io/strbuf.h"
+
+typedef struct zr_ctl_hooks {
+	void *ctx;
+	/* Current config; valid until the matching release. Never NULL after start. */
+	const zr_config_t *(*config_acquire)(void *ctx);
+	void (*config_release)(void *ctx, const zr_config_t *cfg);
+	/* Workers' counters (stable pointers for the life of the process). */
+	size_t (*n_workers)(void *ctx);
+	const zr_worker_stats_t *(*worker_stats)(void *ctx, size_t i);
+	/* Appends a JSON array of live connections (objects with worker, src, dst,
+	 * srcWorkload, dstWorkload, dstService, state, bytesUp, bytesDown, ageMs). */
+	void (*dump_connections)(void *ctx, zr_strbuf_t *out);
+	/* True when ready; otherwise fills `pending` ("listeners, certificates"). */
+	bool (*ready)(void *ctx, char *pending, size_t cap);
+	/* Begins a drain and exit (as SIGTERM). */
+	void (*quit)(void *ctx);
+	/* Name of the record-crypto backend in use ("none" before HBONE). */
+	const char *(*crypto_backend)(void *ctx);
+} zr_ctl_hooks_t;
+
+typedef struct zr_ctl_servers zr_ctl_servers_t;
+
+/* Binds the enabled listeners of `cfg` (admin must be a loopback address:
+ * anything else is refused with -EPERM) and starts the server thread.
+ * Returns 0, or a negative errno (bind failure: message logged). `hooks` is
+ * copied. Call from the main thread. */
+int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr_ctl_servers_t **out)
+	__attribute__((warn_unused_result));
+
+/* Stops the thread, closes the sockets, frees. */
+void zr_ctl_servers_stop(zr_ctl_servers_t *srv);
+
+typedef enum zr_ctl_listener {
+	ZR_CTL_METRICS = 0,
+	ZR_CTL_READINESS,
+	ZR_CTL_ADMIN,
+	ZR_CTL__COUNT
+} zr_ctl_listener_t;
+
+/* Port a listener is bound to (useful when configured with port 0), or 0 when
+ * it is disabled. Any thread, between start and stop. */
+unsigned zr_ctl_servers_port(const zr_ctl_servers_t *srv, zr_ctl_listener_t which);
+
+/* Renders the Prometheus text exposition (format 0.0.4) into out: istio_build,
+ * istio_tcp_* summed over workers by label set, and zring_* metrics. Pure;
+ * any thread. Exposed for tests. */
+void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks);
+
+/* Appends the /config_dump JSON document. Exposed for tests. */
+void zr_config_dump(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks);
+
+/* `zring ctl SUBCOMMAND [--admin ADDR]`: argv after "ctl". Returns exit code. */
+int zr_ctl_cli_main(int argc, char **argv);
+
+#endif

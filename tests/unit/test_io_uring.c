@@ -1,0 +1,148 @@
+/* The io_uring backend: multishot receive into provided buffers, buffer
+ * exhaustion (-ENOBUFS) and recovery once buffers are released, multishot
+ * accept, connect timeout, and cancellation. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io/io.h"
+#include "tap.h"
+
+typedef struct rec {
+	zr_io_op_t op;
+	int res[64];
+	unsigned flags[64];
+	int n;
+} rec_t;
+
+static void record(zr_io_op_t *op, int res, unsigned flags)
+{
+	rec_t *r = (rec_t *)op;
+	if (r->n < 64) {
+		r->res[r->n] = res;
+		r->flags[r->n] = flags;
+	}
+	r->n++;
+}
+
+int main(void)
+{
+	char why[256];
+	if (zr_io_uring_probe(why, sizeof(why)) < 0)
+		skip_all(why);
+	zr_io_t *io;
+	zr_io_params_t p = {.entries = 64, .buf_count = 4, .buf_size = 16, .numa_node = -1};
+	is(zr_io_uring_ops.setup(&p, &io), 0, "ring with 4 provided buffers of 16 bytes");
+
+	int sv[2];
+	socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv);
+	rec_t rx = {.op.cb = record};
+	is(zr_io_recv(io, &rx.op, sv[0]), 0, "multishot recv armed");
+	for (int i = 0; i < 4; i++) {
+		ssize_t w = write(sv[1], "0123456789abcdef", 16);
+		(void)w;
+		zr_io_run(io, 10000000ull);
+	}
+	is(rx.n, 4, "four completions for four writes");
+	bool all_buf = true, more = true;
+	for (int i = 0; i < 4 && i < rx.n; i++) {
+		all_buf &= rx.res[i] == 16 && (rx.flags[i] & ZR_IO_F_BUFFER);
+		more &= (rx.flags[i] & ZR_IO_F_MORE) != 0;
+	}
+	ok(all_buf, "each carries 16 bytes in a provided buffer");
+	ok(more, "the multishot receive stays armed");
+	ok(memcmp(zr_io_buf_addr(io, zr_io_buf_id(rx.flags[0])), "0123456789abcdef", 16) == 0,
+	   "the buffer holds the bytes");
+
+	ssize_t w = write(sv[1], "more", 4);
+	(void)w;
+	zr_io_run(io, 10000000ull);
+	ok(rx.n == 5 && rx.res[4] == -ENOBUFS && !(rx.flags[4] & ZR_IO_F_MORE),
+	   "with every buffer held, the receive ends with -ENOBUFS");
+	for (int i = 0; i < 4; i++)
+		zr_io_buf_release(io, zr_io_buf_id(rx.flags[i]));
+	zr_io_recv(io, &rx.op, sv[0]);
+	zr_io_run(io, 10000000ull);
+	ok(rx.n == 6 && rx.res[5] == 4, "after releasing buffers the re-armed receive gets the waiting bytes");
+
+	zr_io_cancel(io, &rx.op);
+	zr_io_run(io, 10000000ull);
+	ok(rx.n == 7 && rx.res[6] == -ECANCELED, "cancel ends the multishot receive with -ECANCELED");
+
+	close(sv[1]);
+	zr_io_buf_release(io, zr_io_buf_id(rx.flags[5]));
+	zr_io_recv(io, &rx.op, sv[0]);
+	zr_io_run(io, 10000000ull);
+	ok(rx.n == 8 && rx.res[7] == 0, "EOF is a zero-length completion");
+	close(sv[0]);
+
+	/* Multishot accept. */
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	bind(l, (struct sockaddr *)&sa, sizeof(sa));
+	listen(l, 16);
+	getsockname(l, (struct sockaddr *)&sa, &len);
+	rec_t acc = {.op.cb = record};
+	zr_io_accept(io, &acc.op, l);
+	int cl[3];
+	for (int i = 0; i < 3; i++) {
+		cl[i] = socket(AF_INET, SOCK_STREAM, 0);
+		connect(cl[i], (struct sockaddr *)&sa, sizeof(sa));
+	}
+	for (int i = 0; i < 5 && acc.n < 3; i++)
+		zr_io_run(io, 10000000ull);
+	ok(acc.n == 3 && acc.res[0] >= 0 && acc.res[2] >= 0 && (acc.flags[2] & ZR_IO_F_MORE),
+	   "one multishot accept takes three connections and stays armed");
+	for (int i = 0; i < acc.n && i < 3; i++)
+		close(acc.res[i]);
+	for (int i = 0; i < 3; i++)
+		close(cl[i]);
+	zr_io_cancel(io, &acc.op);
+	zr_io_run(io, 10000000ull);
+	close(l);
+
+	/* Connect refused and connect timeout (SYN to a listener with a full
+	 * backlog is never answered). */
+	rec_t con = {.op.cb = record};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	zr_sockaddr_t dst;
+	if (zr_addr_parse("127.0.0.1:1", &dst) != 0)
+		return 1;
+	zr_io_connect(io, &con.op, fd, &dst, 2000000000ull);
+	for (int i = 0; i < 10 && con.n == 0; i++)
+		zr_io_run(io, 100000000ull);
+	ok(con.n == 1 && con.res[0] == -ECONNREFUSED, "connect to a closed port: -ECONNREFUSED");
+	close(fd);
+
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_port = 0;
+	bind(l, (struct sockaddr *)&sa, sizeof(sa));
+	listen(l, 0);
+	len = sizeof(sa);
+	getsockname(l, (struct sockaddr *)&sa, &len);
+	int filler[4];
+	for (int i = 0; i < 4; i++) {
+		filler[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		connect(filler[i], (struct sockaddr *)&sa, sizeof(sa));
+	}
+	usleep(100000);
+	con.n = 0;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	memcpy(&dst.in4, &sa, sizeof(sa));
+	dst.len = sizeof(sa);
+	zr_io_connect(io, &con.op, fd, &dst, 300000000ull);
+	for (int i = 0; i < 30 && con.n == 0; i++)
+		zr_io_run(io, 100000000ull);
+	ok(con.n == 1 && con.res[0] == -ECANCELED, "an unanswered connect ends at its timeout (-ECANCELED, got %d)",
+	   con.n ? con.res[0] : 0);
+	close(fd);
+	for (int i = 0; i < 4; i++)
+		close(filler[i]);
+	close(l);
+
+	io->ops->destroy(io);
+	return done_testing();
+}

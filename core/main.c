@@ -114,8 +114,14 @@ static int run(const char *path, const char *log_level)
 	zr_log_set_level(lvl);
 
 	char why[256];
+	if (cfg->io_backend == ZR_IO_BACKEND_EPOLL) {
+		zr_err("main", "ioBackend: epoll is not built yet (the ops table in io/io-t.h is ready for it); "
+			       "use auto or uring");
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
 	if (zr_io_uring_probe(why, sizeof(why)) < 0) {
-		zr_err("main", "io backend unavailable: %s", why);
+		zr_err("main", "io backend unavailable: %s (no epoll fallback in this build)", why);
 		zr_config_free(cfg);
 		return EXIT_RUNTIME;
 	}

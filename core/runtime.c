@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/mem.h"
@@ -43,6 +44,21 @@ static int bind_listeners(zr_runtime_t *rt, const zr_config_t *cfg)
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
 		if (!wanted[i].cfg->enabled)
 			continue;
+		/* SO_REUSEPORT would let us silently share a port with another
+		 * process of the same user (a second zring): bind once without it
+		 * first, so that "in use" is reported as such. */
+		int probe = socket(wanted[i].cfg->addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int one = 1;
+		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (probe >= 0 && bind(probe, &wanted[i].cfg->addr.sa, wanted[i].cfg->addr.len) < 0) {
+			char a[ZR_ADDR_STRLEN];
+			zr_err("runtime", "can't listen on %s (listeners.%s): %s", zr_sockaddr_str(&wanted[i].cfg->addr, a),
+			       wanted[i].name, strerror(errno));
+			close(probe);
+			return -1;
+		}
+		if (probe >= 0)
+			close(probe);
 		for (unsigned k = 0; k < rt->n_workers; k++) {
 			int fd, ret = zr_listener_socket(&wanted[i].cfg->addr, false, &fd);
 			char a[ZR_ADDR_STRLEN];

@@ -15,7 +15,7 @@
 
 #include "ctl/server.h"
 
-#define TIMEOUT_MS 5000
+#define TIMEOUT_MS   5000
 #define RESPONSE_MAX (256u << 20)
 
 static const char usage[] = "usage: zring ctl workloads|services|policies|certs|connections|stats"
@@ -165,8 +165,9 @@ static const char *text(yaml_document_t *d, yaml_node_t *map, const char *k)
 
 static size_t seq_len(const yaml_node_t *n)
 {
-	return n && n->type == YAML_SEQUENCE_NODE ? (size_t)(n->data.sequence.items.top - n->data.sequence.items.start)
-						  : 0;
+	return n && n->type == YAML_SEQUENCE_NODE ?
+		       (size_t)(n->data.sequence.items.top - n->data.sequence.items.start) :
+		       0;
 }
 
 static yaml_node_t *seq_at(yaml_document_t *d, yaml_node_t *n, size_t i)
@@ -248,8 +249,9 @@ static void print_rows(yaml_document_t *d, const char *cmd, yaml_node_t *sec)
 		yaml_node_t *e = seq_at(d, sec, i);
 		if (h == 0) {
 			join(d, member(d, e, "workloadIps"), false, &tmp);
-			const char *row[] = {text(d, e, "namespace"), text(d, e, "name"), tmp.data, text(d, e, "node"),
-					     "None", text(d, e, "protocol")};
+			const char *row[] = {
+				text(d, e, "namespace"), text(d, e, "name"), tmp.data, text(d, e, "node"), "None",
+				text(d, e, "protocol")};
 			for (size_t c = 0; c < 6; c++)
 				cell(&t, row[c]);
 		} else if (h == 1) {
@@ -274,8 +276,12 @@ static void print_rows(yaml_document_t *d, const char *cmd, yaml_node_t *sec)
 				cell(&t, row[c]);
 		} else {
 			age(text(d, e, "ageMs"), buf, sizeof(buf));
-			const char *row[] = {text(d, e, "worker"), text(d, e, "src"),	    text(d, e, "dst"),
-					     text(d, e, "state"),  text(d, e, "bytesUp"), text(d, e, "bytesDown"),
+			const char *row[] = {text(d, e, "worker"),
+					     text(d, e, "src"),
+					     text(d, e, "dst"),
+					     text(d, e, "state"),
+					     text(d, e, "bytesUp"),
+					     text(d, e, "bytesDown"),
 					     buf};
 			for (size_t c = 0; c < 7; c++)
 				cell(&t, row[c]);

@@ -84,9 +84,9 @@ static void dump_listeners(zr_strbuf_t *o, const zr_config_t *cfg)
 		const char *name;
 		const zr_listener_cfg_t *l;
 	} ls[] = {
-		{"outbound", &cfg->listeners.outbound}, {"inboundPlaintext", &cfg->listeners.inbound_plaintext},
-		{"hbone", &cfg->listeners.hbone},	{"socks5", &cfg->listeners.socks5},
-		{"admin", &cfg->listeners.admin},	{"metrics", &cfg->listeners.metrics},
+		{"outbound", &cfg->listeners.outbound},	  {"inboundPlaintext", &cfg->listeners.inbound_plaintext},
+		{"hbone", &cfg->listeners.hbone},	  {"socks5", &cfg->listeners.socks5},
+		{"admin", &cfg->listeners.admin},	  {"metrics", &cfg->listeners.metrics},
 		{"readiness", &cfg->listeners.readiness},
 	};
 	char buf[ZR_ADDR_STRLEN];
@@ -168,20 +168,20 @@ static void dump_match(zr_strbuf_t *o, const zr_policy_match_t *m)
 {
 	bool first = true;
 	zr_strbuf_puts(o, "{");
-#define STRS(name, field)                                                                                        \
-	if (m->n_##field) {                                                                                      \
-		key(o, &first, name);                                                                            \
-		str_array(o, m->field, m->n_##field);                                                            \
+#define STRS(name, field)                             \
+	if (m->n_##field) {                           \
+		key(o, &first, name);                 \
+		str_array(o, m->field, m->n_##field); \
 	}
-#define CIDRS(name, field)                                                                                       \
-	if (m->n_##field) {                                                                                      \
-		key(o, &first, name);                                                                            \
-		cidr_array(o, m->field, m->n_##field);                                                           \
+#define CIDRS(name, field)                             \
+	if (m->n_##field) {                            \
+		key(o, &first, name);                  \
+		cidr_array(o, m->field, m->n_##field); \
 	}
-#define PORTS(name, field)                                                                                       \
-	if (m->n_##field) {                                                                                      \
-		key(o, &first, name);                                                                            \
-		port_array(o, m->field, m->n_##field);                                                           \
+#define PORTS(name, field)                             \
+	if (m->n_##field) {                            \
+		key(o, &first, name);                  \
+		port_array(o, m->field, m->n_##field); \
 	}
 	STRS("namespaces", namespaces)
 	STRS("notNamespaces", not_namespaces)

@@ -10,8 +10,8 @@
 #include "ctl/server.h"
 
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
-	"unknown_source", "no_route",	     "no_endpoint",	"hbone_unsupported", "connect_failed",
-	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	     "overload",
+	"unknown_source",  "no_route",	      "no_endpoint",	 "hbone_unsupported", "connect_failed",
+	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	      "overload",
 };
 
 #ifndef ZR_VERSION
@@ -50,7 +50,8 @@ static const struct {
 	 offsetof(zr_tcp_metrics_t, opened)},
 	{"istio_tcp_connections_closed_total", "The total number of TCP connections closed",
 	 offsetof(zr_tcp_metrics_t, closed)},
-	{"istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection",
+	{"istio_tcp_received_bytes_total",
+	 "The size of total bytes received during request in case of a TCP connection",
 	 offsetof(zr_tcp_metrics_t, received_bytes)},
 	{"istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of TCP connection",
 	 offsetof(zr_tcp_metrics_t, sent_bytes)},
@@ -69,8 +70,8 @@ static void render_tcp(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_w
 	 * the count: those are left for the next scrape. */
 	size_t n = 0, cap = 0;
 	for (size_t w = 0; w < n_workers; w++)
-		for (zr_tcp_metrics_t *m = atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head,
-								  memory_order_acquire);
+		for (zr_tcp_metrics_t *m =
+			     atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head, memory_order_acquire);
 		     m; m = m->next)
 			cap++;
 	zr_tcp_metrics_t **all = cap ? malloc(cap * sizeof(*all)) : NULL;
@@ -79,8 +80,8 @@ static void render_tcp(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_w
 		return;
 	}
 	for (size_t w = 0; w < n_workers; w++)
-		for (zr_tcp_metrics_t *m = atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head,
-								  memory_order_acquire);
+		for (zr_tcp_metrics_t *m =
+			     atomic_load_explicit(&hooks->worker_stats(hooks->ctx, w)->tcp_head, memory_order_acquire);
 		     m && n < cap; m = m->next)
 			if (m->labels)
 				all[n++] = m;
@@ -148,8 +149,8 @@ static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t
 		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
 		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"upstream\"} %llu\n", w,
 				 (unsigned long long)zr_counter_get(&s->relay_bytes_up));
-		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"downstream\"} %llu\n", w,
-				 (unsigned long long)zr_counter_get(&s->relay_bytes_down));
+		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"downstream\"} %llu\n",
+				 w, (unsigned long long)zr_counter_get(&s->relay_bytes_down));
 	}
 	family(out, "zring_connections_refused_total", "counter",
 	       "Connections refused or failed before relaying, by worker and reason");

@@ -19,13 +19,17 @@
 
 #include "io/log.h"
 
-#define MAX_CLIENTS 256
-#define REQ_MAX 8192		/* request line + headers */
-#define IO_TIMEOUT_MS 5000	/* whole request head; then write idle time */
-#define LINGER_TIMEOUT_MS 1000	/* discard unread input after the response */
-#define LINGER_MAX (1u << 20)
+#define MAX_CLIENTS	  256
+#define REQ_MAX		  8192 /* request line + headers */
+#define IO_TIMEOUT_MS	  5000 /* whole request head; then write idle time */
+#define LINGER_TIMEOUT_MS 1000 /* discard unread input after the response */
+#define LINGER_MAX	  (1u << 20)
 
-enum client_state { READING, WRITING, LINGERING };
+enum client_state {
+	READING,
+	WRITING,
+	LINGERING
+};
 
 struct client {
 	int fd;
@@ -69,13 +73,20 @@ static int64_t now_ms(void)
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	default: return "Error";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	default:
+		return "Error";
 	}
 }
 
@@ -237,7 +248,14 @@ struct route {
 	int id;
 };
 
-enum { R_METRICS, R_READY, R_INDEX, R_DUMP, R_LOGGING, R_QUIT };
+enum {
+	R_METRICS,
+	R_READY,
+	R_INDEX,
+	R_DUMP,
+	R_LOGGING,
+	R_QUIT
+};
 
 static const struct route routes[] = {
 	{ZR_CTL_METRICS, "/metrics", "GET", R_METRICS},
@@ -261,8 +279,8 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 		respond_text(c, 404, NULL, "not found\n");
 		return;
 	}
-	bool method_ok = r->method ? strcmp(req->method, r->method) == 0
-				   : strcmp(req->method, "GET") == 0 || strcmp(req->method, "POST") == 0;
+	bool method_ok = r->method ? strcmp(req->method, r->method) == 0 :
+				     strcmp(req->method, "GET") == 0 || strcmp(req->method, "POST") == 0;
 	if (!method_ok) {
 		char allow[64];
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", r->method ? r->method : "GET, POST");
@@ -467,8 +485,8 @@ static int listen_on(const zr_sockaddr_t *addr, const char *name, int *fd_out, u
 	int one = 1;
 	zr_sockaddr_t bound = {0};
 	bound.len = sizeof(bound.ss);
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, &addr->sa, addr->len) < 0 || listen(fd, 128) < 0 || getsockname(fd, &bound.sa, &bound.len) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 || bind(fd, &addr->sa, addr->len) < 0 ||
+	    listen(fd, 128) < 0 || getsockname(fd, &bound.sa, &bound.len) < 0)
 		goto fail;
 	*fd_out = fd;
 	*port_out = zr_sockaddr_port(&bound);

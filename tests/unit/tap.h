@@ -52,19 +52,18 @@ static inline bool ok(bool cond, const char *fmt, ...)
 	return r;
 }
 
-#define is(got, expected, ...)                                                                       \
-	do {                                                                                         \
-		long long tap_g_ = (long long)(got), tap_e_ = (long long)(expected);                 \
-		if (!ok(tap_g_ == tap_e_, __VA_ARGS__))                                              \
-			diag("  got: %lld, expected: %lld", tap_g_, tap_e_);                         \
+#define is(got, expected, ...)                                                       \
+	do {                                                                         \
+		long long tap_g_ = (long long)(got), tap_e_ = (long long)(expected); \
+		if (!ok(tap_g_ == tap_e_, __VA_ARGS__))                              \
+			diag("  got: %lld, expected: %lld", tap_g_, tap_e_);         \
 	} while (0)
 
-#define is_str(got, expected, ...)                                                                   \
-	do {                                                                                         \
-		const char *tap_g_ = (got), *tap_e_ = (expected);                                    \
-		if (!ok(tap_g_ && tap_e_ && strcmp(tap_g_, tap_e_) == 0, __VA_ARGS__))               \
-			diag("  got: '%s', expected: '%s'", tap_g_ ? tap_g_ : "(null)",              \
-			     tap_e_ ? tap_e_ : "(null)");                                            \
+#define is_str(got, expected, ...)                                                                                   \
+	do {                                                                                                         \
+		const char *tap_g_ = (got), *tap_e_ = (expected);                                                    \
+		if (!ok(tap_g_ && tap_e_ && strcmp(tap_g_, tap_e_) == 0, __VA_ARGS__))                               \
+			diag("  got: '%s', expected: '%s'", tap_g_ ? tap_g_ : "(null)", tap_e_ ? tap_e_ : "(null)"); \
 	} while (0)
 
 /* Records a passing test that was not run, with the reason. */

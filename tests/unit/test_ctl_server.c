@@ -47,9 +47,10 @@ static const zr_worker_stats_t *worker_stats(void *ctx, size_t i)
 
 static void dump_connections(void *ctx, zr_strbuf_t *out)
 {
-	zr_strbuf_puts(out, "[{\"worker\":0,\"src\":\"127.0.1.1:5000\",\"dst\":\"127.0.1.3:80\",\"srcWorkload\":\"client\","
-			    "\"dstWorkload\":\"server\",\"dstService\":null,\"state\":\"relaying\",\"bytesUp\":10,"
-			    "\"bytesDown\":20,\"ageMs\":1500}]");
+	zr_strbuf_puts(out,
+		       "[{\"worker\":0,\"src\":\"127.0.1.1:5000\",\"dst\":\"127.0.1.3:80\",\"srcWorkload\":\"client\","
+		       "\"dstWorkload\":\"server\",\"dstService\":null,\"state\":\"relaying\",\"bytesUp\":10,"
+		       "\"bytesDown\":20,\"ageMs\":1500}]");
 }
 
 static bool ready(void *ctx, char *pending, size_t cap)
@@ -74,8 +75,8 @@ static const char *crypto_backend(void *ctx)
 static int exchange(unsigned port, const char *req, size_t len, char *resp, size_t cap)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	struct timeval tv = {.tv_sec = 3};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -178,8 +179,12 @@ static void build_config(struct fake *f, const char *cert_path)
 	static char *principals[] = {"cluster.local/ns/default/sa/\"client\""};
 	static zr_cidr_t cidrs[1];
 	static uint16_t dports[] = {80, 443};
-	static zr_policy_match_t match = {.principals = principals, .n_principals = 1, .source_ips = cidrs,
-					  .n_source_ips = 1, .destination_ports = dports, .n_destination_ports = 2};
+	static zr_policy_match_t match = {.principals = principals,
+					  .n_principals = 1,
+					  .source_ips = cidrs,
+					  .n_source_ips = 1,
+					  .destination_ports = dports,
+					  .n_destination_ports = 2};
 	static zr_policy_clause_t clause = {&match, 1};
 	static zr_policy_rule_t rule = {&clause, 1};
 	static zr_policy_t pol[1];
@@ -188,24 +193,48 @@ static void build_config(struct fake *f, const char *cert_path)
 	if (zr_ip_parse("127.0.1.3", &ips[0]) || zr_ip_parse("127.10.0.1", &vips[0].ip) ||
 	    zr_cidr_parse("10.0.0.0/8", &cidrs[0].ip, &cidrs[0].prefix_len))
 		abort();
-	wl[0] = (zr_workload_t){.uid = "cluster1//v1/Pod/default/server", .name = "server", .namespace_ = "default",
-				.service_account = "server", .node = "node-a", .network = "", .canonical_name = "server",
-				.canonical_revision = "v1", .cluster_id = "Kubernetes", .trust_domain = "cluster.local",
-				.ips = ips, .n_ips = 1, .protocol = ZR_PROTO_HBONE, .services = wsvc, .n_services = 1,
-				.local = true, .identity = "spiffe://cluster.local/ns/default/sa/server"};
-	svc[0] = (zr_service_t){.name = "echo", .namespace_ = "default", .hostname = "echo.default.svc.cluster.local",
-				.key = "default/echo.default.svc.cluster.local", .vips = vips, .n_vips = 1,
-				.ports = ports, .n_ports = 1, .subject_alt_names = sans, .n_subject_alt_names = 1,
-				.endpoints = eps, .n_endpoints = 1};
-	pol[0] = (zr_policy_t){.name = "allow-client", .namespace_ = "default", .scope = ZR_SCOPE_NAMESPACE,
-			       .action = ZR_ACTION_ALLOW, .rules = &rule, .n_rules = 1};
+	wl[0] = (zr_workload_t){.uid = "cluster1//v1/Pod/default/server",
+				.name = "server",
+				.namespace_ = "default",
+				.service_account = "server",
+				.node = "node-a",
+				.network = "",
+				.canonical_name = "server",
+				.canonical_revision = "v1",
+				.cluster_id = "Kubernetes",
+				.trust_domain = "cluster.local",
+				.ips = ips,
+				.n_ips = 1,
+				.protocol = ZR_PROTO_HBONE,
+				.services = wsvc,
+				.n_services = 1,
+				.local = true,
+				.identity = "spiffe://cluster.local/ns/default/sa/server"};
+	svc[0] = (zr_service_t){.name = "echo",
+				.namespace_ = "default",
+				.hostname = "echo.default.svc.cluster.local",
+				.key = "default/echo.default.svc.cluster.local",
+				.vips = vips,
+				.n_vips = 1,
+				.ports = ports,
+				.n_ports = 1,
+				.subject_alt_names = sans,
+				.n_subject_alt_names = 1,
+				.endpoints = eps,
+				.n_endpoints = 1};
+	pol[0] = (zr_policy_t){.name = "allow-client",
+			       .namespace_ = "default",
+			       .scope = ZR_SCOPE_NAMESPACE,
+			       .action = ZR_ACTION_ALLOW,
+			       .rules = &rule,
+			       .n_rules = 1};
 	certs[0] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/server", (char *)cert_path, "/x.key"};
 	certs[1] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/gone", "/nonexistent/cert.pem", "/x"};
 	c->node = "node-a";
 	c->trust_domain = "cluster.local";
 	c->cluster_id = "Kubernetes";
-	c->state = (zr_state_t){.workloads = wl, .n_workloads = 1, .services = svc, .n_services = 1,
-				.policies = pol, .n_policies = 1};
+	c->state = (zr_state_t){
+		.workloads = wl, .n_workloads = 1, .services = svc, .n_services = 1, .policies = pol, .n_policies = 1};
 	c->identity.certificates = certs;
 	c->identity.n_certificates = 2;
 	c->listeners.metrics.enabled = c->listeners.readiness.enabled = c->listeners.admin.enabled = true;
@@ -220,7 +249,8 @@ static void build_config(struct fake *f, const char *cert_path)
 static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct fake *f)
 {
 	is(get(mport, "GET", "/metrics"), 200, "GET /metrics");
-	ok(strstr(resp, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n") != NULL, "metrics content type");
+	ok(strstr(resp, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n") != NULL,
+	   "metrics content type");
 	ok(strstr(resp, "\r\nContent-Length: ") != NULL && strstr(body(), "istio_build{") != NULL, "metrics body");
 	is(get(mport, "GET", "/stats/prometheus"), 200, "GET /stats/prometheus");
 	is(get(mport, "POST", "/metrics"), 405, "POST /metrics is 405");
@@ -293,8 +323,8 @@ static void test_abuse(unsigned mport)
 
 	is(exchange(mport, "GET /metr", 9, resp, 1) /* server waits; we close */, 0, "truncated request then close");
 	int idle = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mport),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_port = htons((uint16_t)mport), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	ok(connect(idle, (struct sockaddr *)&sa, sizeof(sa)) == 0 && send(idle, "GET /met", 8, 0) == 8,
 	   "a slow client holds a half request");
 	is(get(mport, "GET", "/metrics"), 200, "others are served meanwhile");
@@ -357,9 +387,14 @@ int main(void)
 	write_cert(cert);
 	build_config(&f, cert);
 	zr_log_set_level(ZR_LOG_ERROR);
-	zr_ctl_hooks_t hooks = {.ctx = &f, .config_acquire = cfg_acquire, .config_release = cfg_release,
-				.n_workers = n_workers, .worker_stats = worker_stats,
-				.dump_connections = dump_connections, .ready = ready, .quit = quit,
+	zr_ctl_hooks_t hooks = {.ctx = &f,
+				.config_acquire = cfg_acquire,
+				.config_release = cfg_release,
+				.n_workers = n_workers,
+				.worker_stats = worker_stats,
+				.dump_connections = dump_connections,
+				.ready = ready,
+				.quit = quit,
 				.crypto_backend = crypto_backend};
 	zr_ctl_servers_t *srv = NULL;
 	if (!ok(zr_ctl_servers_start(&f.cfg, &hooks, &srv) == 0, "servers start"))

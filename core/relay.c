@@ -2,7 +2,10 @@
  * on the other side and sent from the same buffers (no copy in user space).
  * Each direction holds at most ZR_RELAY_HIGH_WATER queued bytes before its
  * receive is cancelled, so a slow reader stalls its writer instead of
- * growing memory; reading resumes below ZR_RELAY_LOW_WATER. EOF becomes
+ * growing memory; reading resumes below ZR_RELAY_LOW_WATER. (One
+ * io_uring_enter may finish a few batches of up to 32 multishot receives
+ * before the cancel lands, so a direction may briefly hold about 2 MiB; the
+ * worker's fixed buffer pool is the hard limit for all connections.) EOF becomes
  * shutdown(SHUT_WR) on the other socket once its queue is flushed; a reset or
  * a failed send closes both sockets with RST. */
 #include <errno.h>
@@ -123,6 +126,11 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 				s->recv_paused = true;
 				zr_counter_add(&w->stats.backpressure_pauses, 1);
 				if (s->recv_armed && zr_io_cancel(w->io, &s->recv_op) < 0)
+					zr_conn_close(c, true);
+			} else if (s->recv_paused && s->recv_armed) {
+				/* The receive was running when the cancel arrived
+				 * (-EALREADY): ask again until it stops. */
+				if (zr_io_cancel(w->io, &s->recv_op) < 0)
 					zr_conn_close(c, true);
 			} else if (final) {
 				arm_recv(s);

@@ -59,7 +59,7 @@ typedef struct zr_worker_stats {
 	zr_counter_t relay_bytes_up;	 /* zring_worker_relay_bytes_total{direction="upstream"} */
 	zr_counter_t relay_bytes_down;	 /* ...{direction="downstream"} */
 	zr_counter_t buffers_in_use;	 /* gauge: zring_worker_buffers_in_use */
-	zr_counter_t buffers_total;	 /* gauge: zring_worker_buffers_total */
+	zr_counter_t buffers_total;	 /* gauge: zring_worker_buffers_registered */
 	zr_counter_t recv_nobufs;	 /* zring_worker_recv_buffer_exhausted_total */
 	zr_counter_t backpressure_pauses; /* zring_worker_backpressure_pauses_total */
 	zr_counter_t refused[ZR_REFUSE__COUNT];

@@ -24,6 +24,7 @@ typedef enum zr_conn_state {
 typedef struct zr_relay_side {
 	zr_io_op_t recv_op;
 	zr_io_op_t send_op;
+	zr_io_op_t err_op; /* while paused: notices a reset nobody reads */
 	zr_conn_t *conn;
 	struct zr_relay_side *starved_next;
 	int fd;
@@ -36,6 +37,7 @@ typedef struct zr_relay_side {
 	bool send_busy;
 	bool shut_wr; /* we half-closed fd */
 	bool starved; /* on the worker's starved list */
+	bool err_armed;
 	uint64_t bytes_in;
 } zr_relay_side_t;
 
@@ -66,6 +68,11 @@ void zr_conn_accepted(zr_listener_t *l, int fd);
 
 /* Starts relaying between down.fd and up.fd. */
 void zr_relay_start(zr_conn_t *c);
+
+/* Backpressure on side s: stop reading it (and watch it for errors), or
+ * start again. */
+void zr_relay_pause(zr_relay_side_t *s);
+void zr_relay_resume(zr_relay_side_t *s);
 
 /* Re-arms receives that stopped for lack of buffers. */
 void zr_relay_feed_starved(zr_worker_t *w);

@@ -113,6 +113,7 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 			c->state = ZR_CONN_REPLYING;
 			if (zr_io_send(c->w->io, &c->reply_op, c->up.fd, c->hs, c->hs_len) < 0) {
 				zr_conn_close(c, true);
+				zr_worker_conn_maybe_free(c);
 				return;
 			}
 			c->inflight++;
@@ -120,6 +121,7 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		}
 	}
 	zr_relay_start(c);
+	zr_worker_conn_maybe_free(c);
 }
 
 static void early_data_cb(zr_io_op_t *op, int res, unsigned flags)
@@ -141,6 +143,7 @@ static void early_data_cb(zr_io_op_t *op, int res, unsigned flags)
 	c->down.bytes_in += (uint64_t)res;
 	c->hs_len = 0;
 	zr_relay_start(c);
+	zr_worker_conn_maybe_free(c);
 }
 
 static void start_connect(zr_conn_t *c)

@@ -33,13 +33,19 @@ static void usage(FILE *f)
 		   "       zring --version\n");
 }
 
-static int load(const char *path, zr_config_t **cfg)
+/* Loads a config; errors go to stderr as plain text for the command line,
+ * or as a log line once the daemon runs. */
+static int load(const char *path, zr_config_t **cfg, bool as_log)
 {
 	zr_config_error_t err;
 	char msg[2048];
 	int ret = zr_config_load(path, cfg, &err);
 	if (ret < 0) {
-		fprintf(stderr, "zring: %s\n", zr_config_error_str(&err, msg, sizeof(msg)));
+		zr_config_error_str(&err, msg, sizeof(msg));
+		if (as_log)
+			zr_err("main", "%s", msg);
+		else
+			fprintf(stderr, "zring: %s\n", msg);
 		return ret;
 	}
 	return 0;
@@ -53,7 +59,7 @@ static int check_config(int argc, char **argv)
 		return EXIT_BAD_CONFIG;
 	}
 	zr_config_t *cfg;
-	if (load(argv[1], &cfg) < 0)
+	if (load(argv[1], &cfg, false) < 0)
 		return EXIT_BAD_CONFIG;
 	printf("%s: ok (node %s, %zu workloads, %zu services, %zu policies)\n", argv[1], cfg->node,
 	       cfg->state.n_workloads, cfg->state.n_services, cfg->state.n_policies);
@@ -80,7 +86,7 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 {
 	zr_config_t *cfg;
 	zr_info("main", "SIGHUP: reloading %s", path);
-	if (load(path, &cfg) < 0) {
+	if (load(path, &cfg, true) < 0) {
 		zr_err("main", "reload failed; keeping the running config");
 		return;
 	}
@@ -103,7 +109,7 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 static int run(const char *path, const char *log_level)
 {
 	zr_config_t *cfg;
-	if (load(path, &cfg) < 0)
+	if (load(path, &cfg, false) < 0)
 		return EXIT_BAD_CONFIG;
 	zr_log_level_t lvl = (zr_log_level_t)cfg->log_level;
 	if (log_level && zr_log_parse_level(log_level, &lvl) < 0) {

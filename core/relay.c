@@ -9,6 +9,7 @@
  * shutdown(SHUT_WR) on the other socket once its queue is flushed; a reset or
  * a failed send closes both sockets with RST. */
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,6 +39,48 @@ static void arm_recv(zr_relay_side_t *s)
 	}
 	s->recv_armed = true;
 	c->inflight++;
+}
+
+static void err_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_relay_side_t *s = container_of(op, zr_relay_side_t, err_op);
+	zr_conn_t *c = s->conn;
+	s->err_armed = false;
+	c->inflight--;
+	/* POLLHUP alone (the peer's FIN after ours) leaves unread data to
+	 * deliver and would fire again at once: only an error ends things. */
+	if (res > 0 && (res & POLLERR) && c->state != ZR_CONN_CLOSING) {
+		zr_debug("relay", "conn %llu: reset while paused", (unsigned long long)c->id);
+		zr_conn_close(c, true);
+	}
+	zr_worker_conn_maybe_free(c);
+}
+
+void zr_relay_pause(zr_relay_side_t *s)
+{
+	zr_conn_t *c = s->conn;
+	zr_worker_t *w = c->w;
+	s->recv_paused = true;
+	zr_counter_add(&w->stats.backpressure_pauses, 1);
+	if (s->recv_armed && zr_io_cancel(w->io, &s->recv_op) < 0) {
+		zr_conn_close(c, true);
+		return;
+	}
+	/* Nothing reads this socket now; a reset would go unseen until the
+	 * other side drains, which may be never. */
+	if (!s->err_armed && zr_io_poll_once(w->io, &s->err_op, s->fd, POLLERR) == 0) {
+		s->err_armed = true;
+		c->inflight++;
+	}
+}
+
+void zr_relay_resume(zr_relay_side_t *s)
+{
+	zr_conn_t *c = s->conn;
+	s->recv_paused = false;
+	if (s->err_armed)
+		zr_io_cancel(c->w->io, &s->err_op);
+	arm_recv(s);
 }
 
 static void shut_wr(zr_relay_side_t *s)
@@ -123,10 +166,7 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			enqueue(dst, bid, (uint32_t)res);
 			send_next(dst);
 			if (dst->q_bytes >= ZR_RELAY_HIGH_WATER && !s->recv_paused) {
-				s->recv_paused = true;
-				zr_counter_add(&w->stats.backpressure_pauses, 1);
-				if (s->recv_armed && zr_io_cancel(w->io, &s->recv_op) < 0)
-					zr_conn_close(c, true);
+				zr_relay_pause(s);
 			} else if (s->recv_paused && s->recv_armed) {
 				/* The receive was running when the cancel arrived
 				 * (-EALREADY): ask again until it stops. */
@@ -192,21 +232,22 @@ static void send_cb(zr_io_op_t *op, int res, unsigned flags)
 		dst->q_head = w->bufmeta[bid].next;
 		zr_worker_buf_release(w, bid);
 	}
-	if (src->recv_paused && dst->q_bytes <= ZR_RELAY_LOW_WATER) {
-		src->recv_paused = false;
-		arm_recv(src);
-	}
+	if (src->recv_paused && dst->q_bytes <= ZR_RELAY_LOW_WATER)
+		zr_relay_resume(src);
 	if (dst->q_head != ZR_BUF_NONE)
 		send_next(dst);
 	else if (src->recv_eof)
 		shut_wr(dst);
 	check_done(c);
+	zr_worker_conn_maybe_free(c);
 }
 
 void zr_relay_init_side(zr_conn_t *c, zr_relay_side_t *s, int fd)
 {
 	s->recv_op.cb = recv_cb;
 	s->send_op.cb = send_cb;
+	s->err_op.cb = err_cb;
+	s->err_armed = false;
 	s->conn = c;
 	s->fd = fd;
 	s->q_head = s->q_tail = ZR_BUF_NONE;

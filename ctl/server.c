@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -190,6 +191,22 @@ static int parse_request(const char *buf, size_t len, struct request *req)
 			n++;
 		if (n == 0 || n == llen || line[n] != ':')
 			return 400;
+		/* Bodies are never read, but a request that frames one in a way
+		 * we can't trust is refused (RFC 9112 §6.3). */
+		if (n == 14 && strncasecmp(line, "content-length", 14) == 0) {
+			const char *v = line + 15, *vend = line + llen;
+			while (v < vend && (*v == ' ' || *v == '\t'))
+				v++;
+			while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
+				vend--;
+			if (v == vend || vend - v > 9)
+				return 400;
+			for (const char *d = v; d < vend; d++)
+				if (*d < '0' || *d > '9')
+					return 400;
+		} else if (n == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
+			return 400;
+		}
 		line = next + 1;
 	}
 }

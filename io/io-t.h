@@ -61,6 +61,8 @@ struct zr_io_ops {
 	int (*timeout)(zr_io_t *io, zr_io_op_t *op, uint64_t ns);
 	/* Multishot readiness poll (POLLIN etc.). */
 	int (*poll)(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events);
+	/* One-shot readiness poll: res = the events that fired, or -errno. */
+	int (*poll_once)(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events);
 	/* Cancels every pending op of `op` (its callback sees -ECANCELED). */
 	int (*cancel)(zr_io_t *io, zr_io_op_t *op);
 	/* Cancels every pending op on `fd`. */

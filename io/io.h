@@ -33,6 +33,10 @@ static inline int zr_io_poll(zr_io_t *io, zr_io_op_t *op, int fd, unsigned event
 {
 	return ZR_IO_CALL(io, poll, op, fd, events);
 }
+static inline int zr_io_poll_once(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events)
+{
+	return ZR_IO_CALL(io, poll_once, op, fd, events);
+}
 static inline int zr_io_cancel(zr_io_t *io, zr_io_op_t *op) { return ZR_IO_CALL(io, cancel, op); }
 static inline int zr_io_cancel_fd(zr_io_t *io, int fd) { return ZR_IO_CALL(io, cancel_fd, fd); }
 static inline void *zr_io_buf_addr(zr_io_t *io, unsigned bid) { return io->ops->buf_addr(io, bid); }

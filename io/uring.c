@@ -280,6 +280,15 @@ static int uring_poll(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events)
 	return 0;
 }
 
+static int uring_poll_once(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events)
+{
+	uring_io_t *u = (uring_io_t *)io;
+	PREP(u, sqe);
+	io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data(sqe, op);
+	return 0;
+}
+
 static int uring_cancel(zr_io_t *io, zr_io_op_t *op)
 {
 	uring_io_t *u = (uring_io_t *)io;
@@ -375,6 +384,7 @@ const zr_io_ops_t zr_io_uring_ops = {
 	.connect = uring_connect,
 	.timeout = uring_timeout,
 	.poll = uring_poll,
+	.poll_once = uring_poll_once,
 	.cancel = uring_cancel,
 	.cancel_fd = uring_cancel_fd,
 	.buf_addr = uring_buf_addr,

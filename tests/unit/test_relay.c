@@ -182,6 +182,31 @@ int main(void)
 	is(w->bufs_in_use, 0, "and returns its buffers");
 	close(client);
 
+	/* A client that resets while zring is not reading it (backpressure) is
+	 * still noticed, and the server sees the reset. */
+	make_relay(&client, &server);
+	memset(buf, 'y', sizeof(buf));
+	stalls = 0;
+	for (int i = 0; i < 3000 && stalls < 200; i++) {
+		ssize_t n = send(client, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n <= 0)
+			stalls++;
+		zr_io_run(w->io, n > 0 ? 0 : 1000000ull);
+	}
+	ok(w->n_conns == 1 && stalls >= 200, "the relay is paused on a server that does not read");
+	setsockopt(client, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(client);
+	pump(100);
+	is(w->n_conns, 0, "a reset from the paused client closes the connection");
+	for (int i = 0; i < 1000; i++) {
+		r = recv(server, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+	}
+	ok(r < 0 && errno == ECONNRESET, "and reaches the server as a reset (r=%zd errno=%d)", r, errno);
+	is(w->bufs_in_use, 0, "its buffers are back in the ring");
+	close(server);
+
 	w->io->ops->destroy(w->io);
 	zr_snapshot_unref(w->snap);
 	free(w);

@@ -216,6 +216,12 @@ static void route_outbound(zr_conn_t *c, const zr_ip_t *dst_ip, const char *host
 		refuse(c, ZR_REFUSE_UNKNOWN_SOURCE, ZR_SOCKS5_NOT_ALLOWED);
 		return;
 	}
+	if (ZR_LOG_ENABLED(ZR_LOG_DEBUG)) {
+		char b[ZR_ADDR_STRLEN];
+		zr_debug("flow", "conn %llu: %s from %s (%s) to %s:%u", (unsigned long long)c->id,
+			 c->kind == ZR_LISTENER_SOCKS5 ? "socks5" : "outbound", zr_sockaddr_str(&c->peer, a),
+			 c->src_wl->name, hostname ? hostname : zr_ip_str(dst_ip, b), port);
+	}
 	int r = resolve(c, dst_ip, hostname, port);
 	if (r) {
 		zr_info("flow", "conn %llu: refused: no route to %s:%u", (unsigned long long)c->id,
@@ -247,6 +253,11 @@ static void route_inbound(zr_conn_t *c)
 	zr_sockaddr_to_ip(&c->orig_dst, &dst_ip, &port);
 	c->src_wl = zr_state_workload_by_ip(st, &src_ip);
 	c->dst_wl = zr_state_workload_by_ip(st, &dst_ip);
+	if (ZR_LOG_ENABLED(ZR_LOG_DEBUG)) {
+		char b[ZR_ADDR_STRLEN];
+		zr_debug("flow", "conn %llu: inbound plaintext from %s to %s", (unsigned long long)c->id,
+			 zr_sockaddr_str(&c->peer, a), zr_sockaddr_str(&c->orig_dst, b));
+	}
 	if (!c->dst_wl || !c->dst_wl->local) {
 		zr_info("flow", "conn %llu: inbound refused: %s is no local workload", (unsigned long long)c->id,
 			zr_sockaddr_str(&c->orig_dst, a));

@@ -41,6 +41,8 @@ static void arm_recv(zr_relay_side_t *s)
 	c->inflight++;
 }
 
+static void watch_errors(zr_relay_side_t *s);
+
 static void err_cb(zr_io_op_t *op, int res, unsigned flags)
 {
 	zr_relay_side_t *s = container_of(op, zr_relay_side_t, err_op);
@@ -52,8 +54,23 @@ static void err_cb(zr_io_op_t *op, int res, unsigned flags)
 	if (res > 0 && (res & POLLERR) && c->state != ZR_CONN_CLOSING) {
 		zr_debug("relay", "conn %llu: reset while paused", (unsigned long long)c->id);
 		zr_conn_close(c, true);
+	} else if (res == -ECANCELED && (s->recv_paused || s->starved)) {
+		/* Cancelled by a resume, but paused again since. */
+		watch_errors(s);
 	}
 	zr_worker_conn_maybe_free(c);
+}
+
+/* Nothing reads s while it is paused or starved of buffers; a reset would
+ * go unseen until the other side drains, which may be never. */
+static void watch_errors(zr_relay_side_t *s)
+{
+	zr_conn_t *c = s->conn;
+	if (!s->err_armed && c->state != ZR_CONN_CLOSING &&
+	    zr_io_poll_once(c->w->io, &s->err_op, s->fd, POLLERR) == 0) {
+		s->err_armed = true;
+		c->inflight++;
+	}
 }
 
 void zr_relay_pause(zr_relay_side_t *s)
@@ -66,12 +83,7 @@ void zr_relay_pause(zr_relay_side_t *s)
 		zr_conn_close(c, true);
 		return;
 	}
-	/* Nothing reads this socket now; a reset would go unseen until the
-	 * other side drains, which may be never. */
-	if (!s->err_armed && zr_io_poll_once(w->io, &s->err_op, s->fd, POLLERR) == 0) {
-		s->err_armed = true;
-		c->inflight++;
-	}
+	watch_errors(s);
 }
 
 void zr_relay_resume(zr_relay_side_t *s)
@@ -187,6 +199,7 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			s->starved = true;
 			s->starved_next = w->starved;
 			w->starved = s;
+			watch_errors(s);
 		}
 	} else if (res == -ECANCELED) {
 		/* Our backpressure cancel (or a close). Resume if the queue has
@@ -292,6 +305,8 @@ void zr_relay_feed_starved(zr_worker_t *w)
 		list = s->starved_next;
 		s->starved = false;
 		s->starved_next = NULL;
+		if (s->err_armed && !s->recv_paused)
+			zr_io_cancel(w->io, &s->err_op);
 		arm_recv(s);
 	}
 }

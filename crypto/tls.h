@@ -1,0 +1,119 @@
+/* Identities and TLS 1.3 for HBONE, on OpenSSL 3.
+ *
+ * zr_identity_store_t: the trust anchors and every local identity's
+ * certificate chain and key, loaded from the config's `identity` section, with
+ * one server SSL_CTX and one client SSL_CTX per identity. Built on the control
+ * thread, reference counted, swapped on SIGHUP (live connections keep their
+ * SSL objects, which hold their own SSL_CTX references).
+ *
+ * zr_tls_t: one TLS connection driven over memory buffers, so that no thread
+ * ever blocks on a socket or a handshake: received ciphertext is fed in,
+ * ciphertext to send is taken out, plaintext goes through read/write. Owned
+ * by one worker thread. */
+#ifndef ZR_CRYPTO_TLS_H
+#define ZR_CRYPTO_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "ctl/config-t.h"
+
+typedef struct zr_identity_store zr_identity_store_t;
+typedef struct zr_tls zr_tls_t;
+
+/* A parsed SPIFFE ID: spiffe://<trust_domain>/ns/<ns>/sa/<sa>. */
+typedef struct zr_spiffe_id {
+	char trust_domain[256];
+	char ns[256];
+	char sa[256];
+} zr_spiffe_id_t;
+
+/* Parses a SPIFFE URI of the Istio form above. Returns 0 or -EINVAL. */
+int zr_spiffe_parse(const char *uri, zr_spiffe_id_t *out) __attribute__((warn_unused_result));
+
+/* Certificate facts for /config_dump and `zring ctl certs`. */
+typedef struct zr_cert_info {
+	const char *identity; /* owned by the store */
+	const char *cert_path;
+	time_t not_before, not_after;
+	bool expired;
+} zr_cert_info_t;
+
+/* Loads trust anchors and identities of `cfg` (cfg->identity.*). Every
+ * certificate must carry a URI SAN equal to its configured identity, chain to
+ * the trust anchors and match its key; an expired certificate loads (so that
+ * rotation can replace it) but is reported and never presented. On failure
+ * returns a negative errno and writes the reason (file and what) into err.
+ * Control thread. */
+int zr_identity_store_load(const zr_config_t *cfg, zr_identity_store_t **out, char *err, size_t cap)
+	__attribute__((warn_unused_result));
+void zr_identity_store_ref(zr_identity_store_t *st);
+void zr_identity_store_unref(zr_identity_store_t *st); /* any thread */
+size_t zr_identity_store_count(const zr_identity_store_t *st);
+const zr_cert_info_t *zr_identity_store_info(const zr_identity_store_t *st, size_t i);
+/* True when `identity` has a usable (unexpired) certificate. */
+bool zr_identity_store_has(const zr_identity_store_t *st, const char *identity);
+
+/* What a new TLS connection must verify about its peer. */
+typedef struct zr_tls_peer_policy {
+	/* client: the server's SPIFFE ID must equal one of these */
+	const char *const *allowed_ids;
+	size_t n_allowed_ids;
+	/* server: the client's trust domain must equal this */
+	const char *trust_domain;
+} zr_tls_peer_policy_t;
+
+/* Creates a client (server = false) or server connection presenting
+ * `identity` (must be in the store). The policy strings are copied.
+ * Returns NULL (reason in err) on failure. Worker thread. */
+zr_tls_t *zr_tls_new(zr_identity_store_t *st, const char *identity, bool server, const zr_tls_peer_policy_t *policy,
+		     char *err, size_t cap);
+void zr_tls_free(zr_tls_t *tls);
+
+/* Received ciphertext: appended to the connection's input. Returns 0 or
+ * -ENOMEM. */
+int zr_tls_feed(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
+
+/* Advances the handshake with what has been fed. Returns 1 when complete
+ * (peer verified against the policy), 0 when it needs more input (and maybe
+ * has output to send), or a negative errno on failure with a short reason
+ * available from zr_tls_error() ("bad certificate", "peer identity
+ * spiffe://... not allowed", "trust domain x != y", "certificate expired",
+ * "handshake: <openssl reason>"). */
+int zr_tls_handshake(zr_tls_t *tls) __attribute__((warn_unused_result));
+const char *zr_tls_error(const zr_tls_t *tls);
+
+/* After the handshake: the peer's verified SPIFFE URI (NUL-terminated). */
+const char *zr_tls_peer_id(const zr_tls_t *tls);
+/* The ALPN protocol agreed ("h2"), or "" if none. */
+const char *zr_tls_alpn(const zr_tls_t *tls);
+
+/* Decrypts into buf. Returns bytes (> 0), 0 on close_notify, -EAGAIN when
+ * more input is needed, -ENOTCONN before the handshake completed, or another
+ * negative errno on a fatal error (-ECONNRESET: the peer sent an alert,
+ * e.g. it refused our certificate). Post-handshake messages (KeyUpdate) may
+ * queue output: flush after reading. */
+ssize_t zr_tls_read(zr_tls_t *tls, void *buf, size_t cap);
+
+/* Encrypts `len` bytes into the output. Returns 0 or a negative errno. */
+int zr_tls_write(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
+
+/* Queues a close_notify alert on the output. */
+void zr_tls_close_notify(zr_tls_t *tls);
+
+/* Ciphertext waiting to be sent: a pointer to the first contiguous run and
+ * its length (0 when nothing waits). The output is a chain of fixed-size
+ * chunks, so the run stays valid and unmoved until it is consumed, whatever
+ * is written meanwhile (an io_uring send may be in flight on it). */
+size_t zr_tls_out_peek(zr_tls_t *tls, const void **data);
+void zr_tls_out_consume(zr_tls_t *tls, size_t len);
+size_t zr_tls_out_pending(const zr_tls_t *tls);
+
+/* Frees the output chunks the calling thread keeps for reuse (up to 8 of
+ * 64 KiB). Call from a worker thread before it exits. */
+void zr_tls_thread_cleanup(void);
+
+#endif

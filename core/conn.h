@@ -13,7 +13,7 @@
 
 typedef enum zr_conn_state {
 	ZR_CONN_HANDSHAKE = 0, /* SOCKS5 greeting/request being read */
-	ZR_CONN_CONNECTING,    /* upstream connect in flight */
+	ZR_CONN_CONNECTING,    /* upstream connect (or HBONE CONNECT) in flight */
 	ZR_CONN_REPLYING,      /* SOCKS5 success reply being sent */
 	ZR_CONN_RELAY,
 	ZR_CONN_CLOSING,
@@ -41,6 +41,16 @@ typedef struct zr_relay_side {
 	uint64_t bytes_in;
 } zr_relay_side_t;
 
+/* Bytes received from an HBONE stream, waiting to be sent to its TCP socket. */
+#define ZR_CHUNK_SIZE (16u * 1024u)
+typedef struct zr_chunk {
+	struct zr_chunk *next;
+	uint32_t len, off;
+	uint8_t data[ZR_CHUNK_SIZE];
+} zr_chunk_t;
+
+struct zr_h2conn;
+
 struct zr_conn {
 	zr_conn_t *prev, *next;
 	zr_worker_t *w;
@@ -61,10 +71,44 @@ struct zr_conn {
 	uint8_t reply_len;
 	uint8_t hs[520];
 	uint8_t reply[32];
+
+	/* HBONE: the TCP side (&down outbound, &up inbound) is bridged to
+	 * stream `stream_id` of h2 instead of to another socket. */
+	struct zr_h2conn *h2;
+	zr_conn_t *h2_prev, *h2_next; /* streams (or pending requests) of h2 */
+	zr_relay_side_t *tcp;
+	int32_t stream_id;
+	uint16_t status;	       /* HTTP status sent or received */
+	uint16_t h2q_head, h2q_tail;   /* TCP bytes (buffer ids) for DATA frames */
+	uint32_t h2q_off, h2q_bytes;
+	zr_chunk_t *txq_head, *txq_tail; /* stream bytes for the TCP socket */
+	uint32_t txq_bytes;
+	bool h2_eof_in;		       /* END_STREAM received */
+	bool h2_deferred;	       /* the data provider is waiting for TCP bytes */
+	bool inbound_hbone;
+	bool req_connect;	       /* server: :method was CONNECT */
+	bool req_bad;		       /* server: a header was unacceptable */
+	char *peer_id;		       /* verified SPIFFE ID of the HBONE peer (owned) */
+	zr_ip_t authz_src_ip;	       /* source address used for authorization */
+	bool has_forwarded;	       /* server: `forwarded: for=` gave authz_src_ip */
+	char authority[64];	       /* server: the CONNECT target as received */
 };
 
 /* Handles a freshly accepted socket of listener `l`. Takes the fd. */
 void zr_conn_accepted(zr_listener_t *l, int fd);
+
+/* flow.c, shared with hbone.c */
+void zr_flow_refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code);
+void zr_flow_socks5_reply(zr_conn_t *c, uint8_t code, const zr_sockaddr_t *bound);
+/* Opens c->up towards c->upstream (SO_MARK, connectTimeout). */
+void zr_flow_connect_upstream(zr_conn_t *c);
+/* Authorizes an inbound connection (principal NULL for plaintext) against
+ * `st`. Returns true when allowed; logs the deciding policy otherwise. */
+bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_workload_t *dst, const char *who);
+
+/* relay.c */
+void zr_relay_arm_recv(zr_relay_side_t *s);
+void zr_relay_shut_wr(zr_relay_side_t *s);
 
 /* Starts relaying between down.fd and up.fd. */
 void zr_relay_start(zr_conn_t *c);

@@ -15,7 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/authz.h"
 #include "core/conn.h"
+#include "core/hbone.h"
 #include "core/socks5.h"
 #include "core/worker.h"
 #include "ctl/config.h"
@@ -41,7 +43,7 @@ uint64_t zr_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void socks5_reply_now(zr_conn_t *c, uint8_t code, const zr_sockaddr_t *bound)
+void zr_flow_socks5_reply(zr_conn_t *c, uint8_t code, const zr_sockaddr_t *bound)
 {
 	uint8_t out[32];
 	size_t n = zr_socks5_reply(out, code, bound);
@@ -68,11 +70,11 @@ static uint8_t socks5_code_for(int err)
 }
 
 /* Refuses c before relaying: counts it, answers SOCKS5 clients with `code`. */
-static void refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code)
+void zr_flow_refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code)
 {
 	zr_counter_add(&c->w->stats.refused[reason], 1);
 	if (c->kind == ZR_LISTENER_SOCKS5 && socks_code)
-		socks5_reply_now(c, socks_code, NULL);
+		zr_flow_socks5_reply(c, socks_code, NULL);
 	zr_conn_close(c, false);
 }
 
@@ -90,13 +92,18 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		zr_worker_conn_maybe_free(c);
 		return;
 	}
+	if (c->inbound_hbone) {
+		zr_hbone_upstream_connected(c, res);
+		zr_worker_conn_maybe_free(c);
+		return;
+	}
 	if (res < 0) {
 		bool timeout = res == -ECANCELED || res == -ETIMEDOUT;
 		zr_info("flow", "conn %llu: connect to %s failed: %s", (unsigned long long)c->id,
 			zr_sockaddr_str(&c->upstream, a), timeout ? "connect timeout" : strerror(-res));
 		if (c->metrics)
 			zr_counter_add(&c->metrics->failed, 1);
-		refuse(c, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED, socks5_code_for(-res));
+		zr_flow_refuse(c, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED, socks5_code_for(-res));
 		zr_worker_conn_maybe_free(c);
 		return;
 	}
@@ -106,7 +113,7 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		zr_sockaddr_t bound = {.len = sizeof(bound.ss)};
 		if (getsockname(c->up.fd, &bound.sa, &bound.len) < 0)
 			bound.len = 0;
-		socks5_reply_now(c, ZR_SOCKS5_OK, bound.len ? &bound : NULL);
+		zr_flow_socks5_reply(c, ZR_SOCKS5_OK, bound.len ? &bound : NULL);
 		if (c->hs_len) {
 			/* The client sent data right behind its request: forward
 			 * it before relaying. */
@@ -146,13 +153,16 @@ static void early_data_cb(zr_io_op_t *op, int res, unsigned flags)
 	zr_worker_conn_maybe_free(c);
 }
 
-static void start_connect(zr_conn_t *c)
+void zr_flow_connect_upstream(zr_conn_t *c)
 {
 	zr_worker_t *w = c->w;
 	int fd = socket(c->upstream.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		zr_warn("flow", "socket: %s", strerror(errno));
-		refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
+		if (c->inbound_hbone)
+			zr_hbone_upstream_connected(c, -errno);
+		else
+			zr_flow_refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
 	int mark = ZR_SO_MARK, one = 1;
@@ -162,11 +172,19 @@ static void start_connect(zr_conn_t *c)
 				"(needs CAP_NET_ADMIN)", mark, strerror(errno));
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	zr_relay_init_side(c, &c->up, fd);
-	c->state = ZR_CONN_CONNECTING;
+	if (c->inbound_hbone) {
+		c->up.fd = fd;
+		c->connect_op.cb = connect_cb;
+	} else {
+		zr_relay_init_side(c, &c->up, fd);
+		c->state = ZR_CONN_CONNECTING;
+	}
 	uint64_t timeout_ns = cfg_of(c)->connect_timeout_ms * 1000000ull;
 	if (zr_io_connect(w->io, &c->connect_op, fd, &c->upstream, timeout_ns) < 0) {
-		refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
+		if (c->inbound_hbone)
+			zr_hbone_upstream_connected(c, -EBUSY);
+		else
+			zr_flow_refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
 	c->inflight++;
@@ -213,7 +231,7 @@ static void route_outbound(zr_conn_t *c, const zr_ip_t *dst_ip, const char *host
 	if (!c->src_wl || !c->src_wl->local) {
 		zr_info("flow", "conn %llu: refused: source %s is no local workload", (unsigned long long)c->id,
 			zr_sockaddr_str(&c->peer, a));
-		refuse(c, ZR_REFUSE_UNKNOWN_SOURCE, ZR_SOCKS5_NOT_ALLOWED);
+		zr_flow_refuse(c, ZR_REFUSE_UNKNOWN_SOURCE, ZR_SOCKS5_NOT_ALLOWED);
 		return;
 	}
 	if (ZR_LOG_ENABLED(ZR_LOG_DEBUG)) {
@@ -226,21 +244,16 @@ static void route_outbound(zr_conn_t *c, const zr_ip_t *dst_ip, const char *host
 	if (r) {
 		zr_info("flow", "conn %llu: refused: no route to %s:%u", (unsigned long long)c->id,
 			hostname ? hostname : zr_ip_str(dst_ip, a), port);
-		refuse(c, (zr_refuse_reason_t)(r - 1), ZR_SOCKS5_HOST_UNREACHABLE);
+		zr_flow_refuse(c, (zr_refuse_reason_t)(r - 1), ZR_SOCKS5_HOST_UNREACHABLE);
 		return;
 	}
 	if (c->dst_wl && c->dst_wl->protocol == ZR_PROTO_HBONE) {
-		c->metrics = zr_tcp_metrics_for(c->w, c, "source", "CONNECT");
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
-		zr_warn("flow", "conn %llu: refused: destination %s (%s) needs HBONE, which this build does not "
-				"speak yet", (unsigned long long)c->id, zr_sockaddr_str(&c->upstream, a),
-			c->dst_wl->name ? c->dst_wl->name : "?");
-		refuse(c, ZR_REFUSE_HBONE_UNSUPPORTED, ZR_SOCKS5_GENERAL_FAILURE);
+		c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-", true);
+		zr_hbone_connect(c);
 		return;
 	}
-	c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-");
-	start_connect(c);
+	c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-", false);
+	zr_flow_connect_upstream(c);
 }
 
 static void route_inbound(zr_conn_t *c)
@@ -261,12 +274,49 @@ static void route_inbound(zr_conn_t *c)
 	if (!c->dst_wl || !c->dst_wl->local) {
 		zr_info("flow", "conn %llu: inbound refused: %s is no local workload", (unsigned long long)c->id,
 			zr_sockaddr_str(&c->orig_dst, a));
-		refuse(c, ZR_REFUSE_NOT_LOCAL, 0);
+		zr_flow_refuse(c, ZR_REFUSE_NOT_LOCAL, 0);
 		return;
 	}
 	c->upstream = c->orig_dst;
-	c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "-");
-	start_connect(c);
+	c->authz_src_ip = src_ip;
+	if (!zr_flow_authorize(c, st, c->dst_wl, "plaintext")) {
+		c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "DENY", false);
+		if (c->metrics)
+			zr_counter_add(&c->metrics->failed, 1);
+		zr_flow_refuse(c, ZR_REFUSE_DENIED, 0);
+		return;
+	}
+	c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "-", false);
+	zr_flow_connect_upstream(c);
+}
+
+bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_workload_t *dst, const char *who)
+{
+	char ns[256], sa[256], a[ZR_ADDR_STRLEN];
+	const char *principal = NULL;
+	zr_authz_request_t req = {.dst = dst, .src_ip = c->authz_src_ip};
+	if (c->peer_id) {
+		principal = strncmp(c->peer_id, "spiffe://", 9) == 0 ? c->peer_id + 9 : c->peer_id;
+		if (zr_authz_principal_split(principal, ns, sizeof(ns), sa, sizeof(sa)) == 0) {
+			req.src_namespace = ns;
+			req.src_service_account = sa;
+		}
+	}
+	req.src_principal = principal;
+	zr_sockaddr_to_ip(&c->upstream, &req.dst_ip, &req.dst_port);
+	zr_authz_result_t res;
+	zr_authz_check(st, NULL, &req, &res);
+	if (res.dry_run_would_deny)
+		zr_info("authz", "%s: dry-run policy %s/%s would deny %s from %s", who,
+			res.dry_run_policy ? res.dry_run_policy->namespace_ : "-",
+			res.dry_run_policy ? res.dry_run_policy->name : "(no ALLOW matched)", dst->name,
+			principal ? principal : zr_ip_str(&c->authz_src_ip, a));
+	if (res.allowed)
+		return true;
+	zr_info("authz", "%s: denied %s -> %s:%u (%s)%s%s%s", who, principal ? principal : zr_ip_str(&c->authz_src_ip, a),
+		dst->name, req.dst_port, res.policy ? "policy" : "no ALLOW policy matched",
+		res.policy ? " " : "", res.policy ? res.policy->namespace_ : "", res.policy ? "/" : "");
+	return false;
 }
 
 static void socks5_fail(zr_conn_t *c, int err)
@@ -280,7 +330,7 @@ static void socks5_fail(zr_conn_t *c, int err)
 		(void)w;
 	}
 	zr_debug("socks5", "conn %llu: protocol error: %s", (unsigned long long)c->id, strerror(-err));
-	refuse(c, ZR_REFUSE_SOCKS5_PROTOCOL, code);
+	zr_flow_refuse(c, ZR_REFUSE_SOCKS5_PROTOCOL, code);
 }
 
 static void socks5_read(zr_conn_t *c);
@@ -413,7 +463,7 @@ void zr_conn_accepted(zr_listener_t *l, int fd)
 		if (original_dst(fd, &c->orig_dst) < 0 ||
 		    (local.len == c->orig_dst.len && memcmp(&local.ss, &c->orig_dst.ss, local.len) == 0)) {
 			/* Not redirected: nothing says where this was going. */
-			refuse(c, ZR_REFUSE_NO_ORIGINAL_DST, 0);
+			zr_flow_refuse(c, ZR_REFUSE_NO_ORIGINAL_DST, 0);
 			break;
 		}
 		if (l->kind == ZR_LISTENER_OUTBOUND) {
@@ -442,6 +492,8 @@ void zr_conn_close(zr_conn_t *c, bool reset)
 	c->reset = reset;
 	if (was_open && c->metrics)
 		zr_counter_add(&c->metrics->closed, 1);
+	if (c->h2)
+		zr_hbone_conn_closing(c);
 	/* Pending operations hold the sockets open; cancel them all and close
 	 * once the last one has completed (zr_worker_conn_maybe_free). */
 	if (c->inflight) {

@@ -17,6 +17,7 @@
 #include "core/conn.h"
 #include "core/runtime-t.h"
 #include "core/worker.h"
+#include "crypto/tls.h"
 #include "ctl/config.h"
 #include "ctl/server.h"
 #include "io/io.h"
@@ -76,6 +77,30 @@ static void raise_nofile(void)
 	}
 }
 
+/* Loads the trust anchors and certificates of cfg (NULL store when none is
+ * configured). */
+static int load_identities(const zr_config_t *cfg, zr_identity_store_t **ids, bool as_log)
+{
+	char err[1024];
+	*ids = NULL;
+	if (!cfg->identity.ca_certificates && cfg->identity.n_certificates == 0)
+		return 0;
+	int ret = zr_identity_store_load(cfg, ids, err, sizeof(err));
+	if (ret < 0) {
+		if (as_log)
+			zr_err("main", "certificates: %s", err);
+		else
+			fprintf(stderr, "zring: certificates: %s\n", err);
+		return ret;
+	}
+	for (size_t i = 0; i < zr_identity_store_count(*ids); i++) {
+		const zr_cert_info_t *ci = zr_identity_store_info(*ids, i);
+		zr_info("main", "certificate for %s valid until %ld%s", ci->identity, (long)ci->not_after,
+			ci->expired ? " (EXPIRED: not presented)" : "");
+	}
+	return 0;
+}
+
 static bool same_listener(const zr_listener_cfg_t *a, const zr_listener_cfg_t *b)
 {
 	return a->enabled == b->enabled &&
@@ -99,10 +124,16 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 	    !same_listener(&cur->listeners.readiness, &cfg->listeners.readiness) ||
 	    cur->workers != cfg->workers)
 		zr_warn("main", "listener addresses and worker count take effect at the next restart");
+	zr_identity_store_t *ids = NULL;
+	if (load_identities(cfg, &ids, true) < 0) {
+		zr_err("main", "reload failed: certificates unusable; keeping the running config and certificates");
+		zr_config_free(cfg);
+		return;
+	}
 	if (!log_level_fixed)
 		zr_log_set_level((zr_log_level_t)cfg->log_level);
 	size_t nw = cfg->state.n_workloads, ns = cfg->state.n_services, np = cfg->state.n_policies;
-	zr_runtime_publish(rt, cfg);
+	zr_runtime_publish(rt, cfg, ids);
 	zr_info("main", "config reloaded: %zu workloads, %zu services, %zu policies", nw, ns, np);
 }
 
@@ -132,6 +163,11 @@ static int run(const char *path, const char *log_level)
 		return EXIT_RUNTIME;
 	}
 	raise_nofile();
+	zr_identity_store_t *ids;
+	if (load_identities(cfg, &ids, true) < 0) {
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
 
 	sigset_t sigs;
 	sigemptyset(&sigs);
@@ -149,7 +185,7 @@ static int run(const char *path, const char *log_level)
 	}
 
 	zr_runtime_t *rt = NULL;
-	int ret = zr_runtime_start(cfg, &rt);
+	int ret = zr_runtime_start(cfg, ids, &rt);
 	if (ret < 0) {
 		if (ret != -1)
 			zr_err("main", "start failed: %s", strerror(-ret));

@@ -28,7 +28,7 @@ static zr_relay_side_t *other_side(zr_relay_side_t *s)
 	return s == &c->down ? &c->up : &c->down;
 }
 
-static void arm_recv(zr_relay_side_t *s)
+void zr_relay_arm_recv(zr_relay_side_t *s)
 {
 	zr_conn_t *c = s->conn;
 	if (s->recv_armed || s->recv_eof || s->recv_paused || s->starved || c->state == ZR_CONN_CLOSING)
@@ -92,10 +92,10 @@ void zr_relay_resume(zr_relay_side_t *s)
 	s->recv_paused = false;
 	if (s->err_armed)
 		zr_io_cancel(c->w->io, &s->err_op);
-	arm_recv(s);
+	zr_relay_arm_recv(s);
 }
 
-static void shut_wr(zr_relay_side_t *s)
+void zr_relay_shut_wr(zr_relay_side_t *s)
 {
 	if (s->shut_wr || s->fd < 0)
 		return;
@@ -185,13 +185,13 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 				if (zr_io_cancel(w->io, &s->recv_op) < 0)
 					zr_conn_close(c, true);
 			} else if (final) {
-				arm_recv(s);
+				zr_relay_arm_recv(s);
 			}
 		}
 	} else if (res == 0) {
 		s->recv_eof = true;
 		if (dst->q_bytes == 0 && !dst->send_busy)
-			shut_wr(dst);
+			zr_relay_shut_wr(dst);
 		check_done(c);
 	} else if (res == -ENOBUFS) {
 		zr_counter_add(&w->stats.recv_nobufs, 1);
@@ -204,7 +204,7 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 	} else if (res == -ECANCELED) {
 		/* Our backpressure cancel (or a close). Resume if the queue has
 		 * drained in the meantime. */
-		arm_recv(s);
+		zr_relay_arm_recv(s);
 	} else if (c->state != ZR_CONN_CLOSING) {
 		zr_debug("relay", "conn %llu: recv: %s", (unsigned long long)c->id, strerror(-res));
 		zr_conn_close(c, true);
@@ -250,7 +250,7 @@ static void send_cb(zr_io_op_t *op, int res, unsigned flags)
 	if (dst->q_head != ZR_BUF_NONE)
 		send_next(dst);
 	else if (src->recv_eof)
-		shut_wr(dst);
+		zr_relay_shut_wr(dst);
 	check_done(c);
 	zr_worker_conn_maybe_free(c);
 }
@@ -273,8 +273,8 @@ void zr_relay_init_side(zr_conn_t *c, zr_relay_side_t *s, int fd)
 void zr_relay_start(zr_conn_t *c)
 {
 	c->state = ZR_CONN_RELAY;
-	arm_recv(&c->down);
-	arm_recv(&c->up);
+	zr_relay_arm_recv(&c->down);
+	zr_relay_arm_recv(&c->up);
 }
 
 void zr_relay_release_queues(zr_conn_t *c)
@@ -307,6 +307,6 @@ void zr_relay_feed_starved(zr_worker_t *w)
 		s->starved_next = NULL;
 		if (s->err_armed && !s->recv_paused)
 			zr_io_cancel(w->io, &s->err_op);
-		arm_recv(s);
+		zr_relay_arm_recv(s);
 	}
 }

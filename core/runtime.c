@@ -15,6 +15,7 @@
 #include "core/mem.h"
 #include "core/runtime-t.h"
 #include "core/worker.h"
+#include "crypto/tls.h"
 #include "ctl/config.h"
 #include "io/log.h"
 
@@ -40,6 +41,7 @@ static int bind_listeners(zr_runtime_t *rt, const zr_config_t *cfg)
 		{&cfg->listeners.outbound, ZR_LISTENER_OUTBOUND, "outbound"},
 		{&cfg->listeners.socks5, ZR_LISTENER_SOCKS5, "socks5"},
 		{&cfg->listeners.inbound_plaintext, ZR_LISTENER_INBOUND_PLAINTEXT, "inboundPlaintext"},
+		{&cfg->listeners.hbone, ZR_LISTENER_HBONE, "hbone"},
 	};
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
 		if (!wanted[i].cfg->enabled)
@@ -76,19 +78,23 @@ static int bind_listeners(zr_runtime_t *rt, const zr_config_t *cfg)
 	return 0;
 }
 
-int zr_runtime_start(zr_config_t *cfg, zr_runtime_t **out)
+int zr_runtime_start(zr_config_t *cfg, zr_identity_store_t *ids, zr_runtime_t **out)
 {
 	zr_runtime_t *rt = calloc(1, sizeof(*rt));
 	if (!rt) {
 		zr_config_free(cfg);
+		if (ids)
+			zr_identity_store_unref(ids);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&rt->cfg_lock, NULL);
 	pthread_mutex_init(&rt->post_lock, NULL);
 	rt->epoch = 1;
-	rt->owned = zr_snapshot_new(cfg, rt->epoch);
+	rt->owned = zr_snapshot_new(cfg, ids, rt->epoch);
 	if (!rt->owned) {
 		zr_config_free(cfg);
+		if (ids)
+			zr_identity_store_unref(ids);
 		free(rt);
 		return -ENOMEM;
 	}
@@ -166,12 +172,14 @@ const zr_config_t *zr_runtime_config(const zr_runtime_t *rt)
 	return rt->owned->cfg;
 }
 
-void zr_runtime_publish(zr_runtime_t *rt, zr_config_t *cfg)
+void zr_runtime_publish(zr_runtime_t *rt, zr_config_t *cfg, zr_identity_store_t *ids)
 {
-	zr_snapshot_t *s = zr_snapshot_new(cfg, rt->epoch + 1);
+	zr_snapshot_t *s = zr_snapshot_new(cfg, ids, rt->epoch + 1);
 	if (!s) {
 		zr_err("runtime", "out of memory publishing config");
 		zr_config_free(cfg);
+		if (ids)
+			zr_identity_store_unref(ids);
 		return;
 	}
 	zr_old_snapshot_t *old = malloc(sizeof(*old));
@@ -361,8 +369,9 @@ static void hook_quit(void *ctx)
 
 static const char *hook_crypto_backend(void *ctx)
 {
-	(void)ctx;
-	return "none";
+	zr_runtime_t *rt = ctx;
+	/* TLS records go through OpenSSL's own record layer for now. */
+	return rt->owned->ids ? "openssl" : "none";
 }
 
 void zr_runtime_hooks(zr_runtime_t *rt, zr_ctl_hooks_t *hooks, int quit_fd)

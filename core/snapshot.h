@@ -11,14 +11,18 @@
 
 #include "ctl/config-t.h"
 
+struct zr_identity_store;
+
 typedef struct zr_snapshot {
 	zr_config_t *cfg; /* owned */
+	struct zr_identity_store *ids; /* referenced; NULL when no identity is configured */
 	uint64_t epoch;
 	_Atomic unsigned refs;
 } zr_snapshot_t;
 
-/* Takes ownership of cfg; refs = 1 (the creator's). */
-zr_snapshot_t *zr_snapshot_new(zr_config_t *cfg, uint64_t epoch);
+/* Takes ownership of cfg and of one reference to ids (may be NULL);
+ * refs = 1 (the creator's). */
+zr_snapshot_t *zr_snapshot_new(zr_config_t *cfg, struct zr_identity_store *ids, uint64_t epoch);
 void zr_snapshot_ref(zr_snapshot_t *s);
 /* Frees the snapshot and its config when the last reference goes. Any thread. */
 void zr_snapshot_unref(zr_snapshot_t *s);

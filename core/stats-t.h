@@ -44,11 +44,27 @@ typedef enum zr_refuse_reason {
 	ZR_REFUSE_NO_ORIGINAL_DST,    /* captured connection without SO_ORIGINAL_DST */
 	ZR_REFUSE_NOT_LOCAL,	      /* inbound destination is no local workload */
 	ZR_REFUSE_OVERLOAD,	      /* connection limit or allocation failure */
+	ZR_REFUSE_BAD_REQUEST,	      /* HBONE: malformed CONNECT (400) */
+	ZR_REFUSE_DENIED,	      /* authorization policy (401) */
 	ZR_REFUSE__COUNT
 } zr_refuse_reason_t;
 
 /* Names used in the reason label, indexed by zr_refuse_reason_t. */
 extern const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT];
+
+/* Why TLS handshakes failed: zring_tls_handshake_failures_total{reason}. */
+typedef enum zr_tls_failure {
+	ZR_TLS_FAIL_CERTIFICATE = 0, /* peer certificate did not verify */
+	ZR_TLS_FAIL_EXPIRED,	     /* peer certificate expired */
+	ZR_TLS_FAIL_IDENTITY,	     /* server identity not the expected one */
+	ZR_TLS_FAIL_TRUST_DOMAIN,    /* client from another trust domain */
+	ZR_TLS_FAIL_PROTOCOL,	     /* TLS or ALPN protocol error */
+	ZR_TLS_FAIL_TIMEOUT,	     /* handshake not done in time */
+	ZR_TLS_FAIL_NO_IDENTITY,     /* no local certificate to present */
+	ZR_TLS_FAIL__COUNT
+} zr_tls_failure_t;
+
+extern const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT];
 
 typedef struct zr_worker_stats {
 	_Atomic(zr_tcp_metrics_t *) tcp_head;
@@ -64,6 +80,11 @@ typedef struct zr_worker_stats {
 	zr_counter_t backpressure_pauses; /* zring_worker_backpressure_pauses_total */
 	zr_counter_t refused[ZR_REFUSE__COUNT];
 	zr_counter_t config_epoch; /* gauge: zring_worker_config_epoch */
+	zr_counter_t hbone_client_conns;   /* gauge: zring_hbone_connections{role="client"} */
+	zr_counter_t hbone_server_conns;   /* gauge: zring_hbone_connections{role="server"} */
+	zr_counter_t hbone_streams_active; /* gauge: zring_hbone_streams_active */
+	zr_counter_t hbone_pool_reused;	   /* zring_hbone_pool_reused_total */
+	zr_counter_t tls_failures[ZR_TLS_FAIL__COUNT];
 } zr_worker_stats_t;
 
 #endif

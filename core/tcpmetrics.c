@@ -28,7 +28,7 @@ static void label(zr_strbuf_t *b, const char *name, const char *value)
 	zr_strbuf_append(b, "\"", 1);
 }
 
-static void workload_labels(zr_strbuf_t *b, const char *side, const zr_workload_t *wl, bool principal)
+static void workload_labels(zr_strbuf_t *b, const char *side, const zr_workload_t *wl, const char *principal)
 {
 	char key[64];
 	snprintf(key, sizeof(key), "%s_workload", side);
@@ -36,7 +36,7 @@ static void workload_labels(zr_strbuf_t *b, const char *side, const zr_workload_
 	snprintf(key, sizeof(key), "%s_workload_namespace", side);
 	label(b, key, wl ? wl->namespace_ : NULL);
 	snprintf(key, sizeof(key), "%s_principal", side);
-	label(b, key, wl && principal ? wl->identity : NULL);
+	label(b, key, principal);
 	snprintf(key, sizeof(key), "%s_app", side);
 	label(b, key, wl ? (wl->canonical_name ? wl->canonical_name : wl->name) : NULL);
 	snprintf(key, sizeof(key), "%s_version", side);
@@ -54,21 +54,23 @@ static uint32_t hash_str(const char *s)
 }
 
 zr_tcp_metrics_t *zr_tcp_metrics_for(zr_worker_t *w, const zr_conn_t *c, const char *reporter,
-				     const char *response_flags)
+				     const char *response_flags, bool mtls)
 {
 	zr_strbuf_t b = ZR_STRBUF_INIT;
 	bool source = strcmp(reporter, "source") == 0;
 	label(&b, "reporter", reporter);
-	/* The source reporter knows its own workload's identity; the plaintext
-	 * destination reporter has no verified peer identity. */
-	workload_labels(&b, "source", c->src_wl, source);
+	/* The source reporter knows its own workload's identity; inbound HBONE
+	 * has the verified peer's; inbound plaintext has none. The destination
+	 * principal of outbound HBONE is the identity the TLS client demands. */
+	const char *src_principal = source ? (c->src_wl ? c->src_wl->identity : NULL) : c->peer_id;
+	workload_labels(&b, "source", c->src_wl, src_principal);
 	label(&b, "destination_service", c->svc ? c->svc->hostname : NULL);
 	label(&b, "destination_service_namespace", c->svc ? c->svc->namespace_ : NULL);
 	label(&b, "destination_service_name", c->svc ? c->svc->name : NULL);
-	workload_labels(&b, "destination", c->dst_wl, true);
+	workload_labels(&b, "destination", c->dst_wl, c->dst_wl ? c->dst_wl->identity : NULL);
 	label(&b, "request_protocol", "tcp");
 	label(&b, "response_flags", response_flags);
-	label(&b, "connection_security_policy", "unknown");
+	label(&b, "connection_security_policy", mtls ? "mutual_tls" : "unknown");
 	if (b.oom) {
 		zr_strbuf_free(&b);
 		return NULL;

@@ -28,6 +28,7 @@ typedef enum zr_listener_kind {
 	ZR_LISTENER_OUTBOUND = 0, /* captured: SO_ORIGINAL_DST */
 	ZR_LISTENER_SOCKS5,
 	ZR_LISTENER_INBOUND_PLAINTEXT,
+	ZR_LISTENER_HBONE, /* mTLS HTTP/2 CONNECT from other nodes */
 	ZR_LISTENER__COUNT
 } zr_listener_kind_t;
 
@@ -83,6 +84,16 @@ struct zr_worker {
 	uint64_t next_conn_id;
 	uint32_t rr_counter;	 /* round-robin over service endpoints */
 	zr_listener_t *listeners;
+	struct zr_h2conn *h2conns;	  /* every HBONE connection (client and server) */
+	struct zr_h2conn *h2_starved;	  /* HBONE connections waiting for receive buffers */
+	zr_io_op_t hbone_tick_op;
+	bool hbone_tick_armed;
+	struct zr_h2conn **pool;	  /* client connections by pool key hash */
+	unsigned pool_mask;
+	struct zr_chunk *free_chunks;
+	uint8_t *scratch;		  /* decrypted TLS bytes for nghttp2 */
+	uint64_t prng;			  /* traceparent ids */
+	uint64_t last_tick_ns;
 	bool draining, stopping;
 	bool rearm_accepts; /* an accept stopped on a resource error */
 	zr_io_op_t mailbox_op;

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <netinet/in.h>
 
+#include "core/hbone.h"
 #include "core/mem.h"
 #include "core/runtime-t.h"
 #include "core/worker.h"
@@ -80,6 +81,7 @@ void zr_worker_conn_maybe_free(zr_conn_t *c)
 		return;
 	zr_worker_t *w = c->w;
 	zr_relay_release_queues(c);
+	zr_hbone_conn_free_queues(c);
 	unlink_starved(w, &c->down);
 	unlink_starved(w, &c->up);
 	int fds[2] = {c->down.fd, c->up.fd};
@@ -144,6 +146,8 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 	if (res >= 0) {
 		if (l->closing || w->draining)
 			close(res);
+		else if (l->kind == ZR_LISTENER_HBONE)
+			zr_hbone_accepted(l, res);
 		else
 			zr_conn_accepted(l, res);
 	} else if (res != -ECANCELED && !l->closing) {
@@ -202,13 +206,19 @@ zr_listener_t *zr_listener_add(zr_worker_t *w, zr_listener_kind_t kind, int fd, 
 	return l;
 }
 
-/* Binds plaintext inbound on every local workload IP (follows reloads), so
- * that nodes sharing one host, and in-pod mode, receive on their own IPs. */
+/* Binds plaintext inbound and HBONE on every local workload IP (following
+ * reloads), so that nodes sharing one host, and in-pod mode, receive on
+ * their own IPs. */
 static void sync_workload_listeners(zr_worker_t *w)
 {
 	const zr_config_t *cfg = w->snap->cfg;
-	bool want_any = cfg->listeners.inbound_plaintext.enabled && !w->draining;
-	uint16_t port = want_any ? zr_sockaddr_port(&cfg->listeners.inbound_plaintext.addr) : 0;
+	const struct {
+		const zr_listener_cfg_t *lc;
+		zr_listener_kind_t kind;
+	} kinds[] = {
+		{&cfg->listeners.inbound_plaintext, ZR_LISTENER_INBOUND_PLAINTEXT},
+		{&cfg->listeners.hbone, ZR_LISTENER_HBONE},
+	};
 
 	for (zr_listener_t *l = w->listeners, *next; l; l = next) {
 		next = l->next;
@@ -218,42 +228,47 @@ static void sync_workload_listeners(zr_worker_t *w)
 		uint16_t lport;
 		zr_sockaddr_to_ip(&l->addr, &ip, &lport);
 		const zr_workload_t *wl = zr_state_workload_by_ip(&cfg->state, &ip);
-		if (!want_any || !wl || !wl->local || lport != port)
+		const zr_listener_cfg_t *lc = kinds[l->kind == ZR_LISTENER_HBONE].lc;
+		if (w->draining || !lc->enabled || !wl || !wl->local || lport != zr_sockaddr_port(&lc->addr))
 			listener_close(l);
 	}
-	if (!want_any)
+	if (w->draining)
 		return;
-	for (size_t i = 0; i < cfg->state.n_workloads; i++) {
-		const zr_workload_t *wl = &cfg->state.workloads[i];
-		if (!wl->local)
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		if (!kinds[k].lc->enabled)
 			continue;
-		for (size_t j = 0; j < wl->n_ips; j++) {
-			zr_sockaddr_t sa;
-			zr_sockaddr_from_ip(&sa, &wl->ips[j], port);
-			if (sa.len == cfg->listeners.inbound_plaintext.addr.len &&
-			    memcmp(&sa.ss, &cfg->listeners.inbound_plaintext.addr.ss, sa.len) == 0)
+		uint16_t port = zr_sockaddr_port(&kinds[k].lc->addr);
+		for (size_t i = 0; i < cfg->state.n_workloads; i++) {
+			const zr_workload_t *wl = &cfg->state.workloads[i];
+			if (!wl->local)
 				continue;
-			bool have = false;
-			for (zr_listener_t *l = w->listeners; l; l = l->next)
-				if (l->per_workload && !l->closing && l->addr.len == sa.len &&
-				    memcmp(&l->addr.ss, &sa.ss, sa.len) == 0)
-					have = true;
-			if (have)
-				continue;
-			int fd, ret = zr_listener_socket(&sa, true, &fd);
-			char a[ZR_ADDR_STRLEN];
-			if (ret < 0) {
-				if (w->index == 0)
-					zr_warn("worker", "can't listen on workload address %s: %s",
-						zr_sockaddr_str(&sa, a), strerror(-ret));
-				continue;
+			for (size_t j = 0; j < wl->n_ips; j++) {
+				zr_sockaddr_t sa;
+				zr_sockaddr_from_ip(&sa, &wl->ips[j], port);
+				if (sa.len == kinds[k].lc->addr.len && memcmp(&sa.ss, &kinds[k].lc->addr.ss, sa.len) == 0)
+					continue;
+				bool have = false;
+				for (zr_listener_t *l = w->listeners; l; l = l->next)
+					if (l->per_workload && !l->closing && l->addr.len == sa.len &&
+					    memcmp(&l->addr.ss, &sa.ss, sa.len) == 0)
+						have = true;
+				if (have)
+					continue;
+				int fd, ret = zr_listener_socket(&sa, true, &fd);
+				char a[ZR_ADDR_STRLEN];
+				if (ret < 0) {
+					if (w->index == 0)
+						zr_warn("worker", "can't listen on workload address %s: %s",
+							zr_sockaddr_str(&sa, a), strerror(-ret));
+					continue;
+				}
+				zr_listener_t *l = zr_listener_add(w, kinds[k].kind, fd, &sa, true);
+				if (!l) {
+					close(fd);
+					continue;
+				}
+				listener_arm(l);
 			}
-			zr_listener_t *l = zr_listener_add(w, ZR_LISTENER_INBOUND_PLAINTEXT, fd, &sa, true);
-			if (!l) {
-				close(fd);
-				continue;
-			}
-			listener_arm(l);
 		}
 	}
 }
@@ -270,6 +285,7 @@ static void handle_msg(zr_worker_t *w, zr_msg_t *m)
 			w->draining = true;
 			for (zr_listener_t *l = w->listeners; l; l = l->next)
 				listener_close(l);
+			zr_hbone_drain(w);
 		}
 		break;
 	case ZR_MSG_STOP:
@@ -326,12 +342,27 @@ static void check_snapshot(zr_worker_t *w)
 	atomic_store_explicit(&w->seen_epoch, s->epoch, memory_order_release);
 	atomic_store_explicit(&w->stats.config_epoch, s->epoch, memory_order_relaxed);
 	sync_workload_listeners(w);
+	zr_hbone_recheck_policies(w);
+}
+
+static void tick_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_worker_t *w = container_of(op, zr_worker_t, hbone_tick_op);
+	w->hbone_tick_armed = false;
+	if (w->stopping || !w->io)
+		return;
+	zr_hbone_tick(w, zr_now_ns());
+	if (zr_io_timeout(w->io, &w->hbone_tick_op, 1000000000ull) == 0)
+		w->hbone_tick_armed = true;
 }
 
 static void close_everything(zr_worker_t *w)
 {
 	for (zr_listener_t *l = w->listeners; l; l = l->next)
 		listener_close(l);
+	zr_hbone_close_all(w);
+	if (w->hbone_tick_armed)
+		zr_io_cancel(w->io, &w->hbone_tick_op);
 	for (zr_conn_t *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		zr_conn_close(c, false);
@@ -340,7 +371,7 @@ static void close_everything(zr_worker_t *w)
 	zr_io_cancel(w->io, &w->mailbox_op);
 	/* Let cancellations complete so every socket is really closed. */
 	uint64_t deadline = zr_now_ns() + 2000ull * 1000000ull;
-	while ((w->conns || w->listeners) && zr_now_ns() < deadline)
+	while ((w->conns || w->listeners || w->h2conns || w->hbone_tick_armed) && zr_now_ns() < deadline)
 		zr_io_run(w->io, 50ull * 1000000ull);
 }
 
@@ -370,6 +401,10 @@ static void *worker_main(void *arg)
 	zr_counter_add(&w->stats.buffers_total, ZR_BUF_COUNT);
 	atomic_store_explicit(&w->stats.config_epoch, w->snap->epoch, memory_order_relaxed);
 	w->mailbox_op.cb = mailbox_cb;
+	w->hbone_tick_op.cb = tick_cb;
+	w->prng = zr_now_ns() ^ ((uint64_t)w->index << 32) ^ 0x9e3779b97f4a7c15ull;
+	if (zr_io_timeout(w->io, &w->hbone_tick_op, 1000000000ull) == 0)
+		w->hbone_tick_armed = true;
 	zr_io_poll(w->io, &w->mailbox_op, w->mailbox.eventfd, POLLIN);
 	for (zr_listener_t *l = w->listeners; l; l = l->next)
 		listener_arm(l);
@@ -387,6 +422,8 @@ static void *worker_main(void *arg)
 		if (n > 0)
 			zr_counter_add(&w->stats.completions, n);
 		zr_relay_feed_starved(w);
+		if (w->h2_starved)
+			zr_hbone_feed_starved(w);
 		atomic_store_explicit(&w->stats.buffers_in_use, w->bufs_in_use, memory_order_relaxed);
 		if (w->rearm_accepts) {
 			w->rearm_accepts = false;

@@ -27,16 +27,20 @@ void zr_relay_release_queues(zr_conn_t *c);
 /* tcpmetrics.c: the istio_tcp_* series for c's labels (created on first
  * use); NULL on allocation failure. */
 zr_tcp_metrics_t *zr_tcp_metrics_for(zr_worker_t *w, const zr_conn_t *c, const char *reporter,
-				     const char *response_flags);
+				     const char *response_flags, bool mtls);
 
 /* --- runtime (main/control thread) --- */
 
 /* Creates workers per cfg (count, CPUs, NUMA arenas), binds every worker's
- * listeners (SO_REUSEPORT) and starts the threads. Takes ownership of cfg.
+ * listeners (SO_REUSEPORT) and starts the threads. Takes ownership of cfg
+ * and of the reference to ids (NULL: no identity configured).
  * Returns 0, -1 when a listener can't be bound (exit 2), other -errno. */
-int zr_runtime_start(zr_config_t *cfg, zr_runtime_t **out) __attribute__((warn_unused_result));
-/* Publishes a new config to workers; takes ownership of cfg. */
-void zr_runtime_publish(zr_runtime_t *rt, zr_config_t *cfg);
+struct zr_identity_store;
+int zr_runtime_start(zr_config_t *cfg, struct zr_identity_store *ids, zr_runtime_t **out)
+	__attribute__((warn_unused_result));
+/* Publishes a new config and identity store (may be NULL) to workers;
+ * takes ownership of both. */
+void zr_runtime_publish(zr_runtime_t *rt, zr_config_t *cfg, struct zr_identity_store *ids);
 /* Frees snapshots that every worker has moved past. */
 void zr_runtime_reap(zr_runtime_t *rt);
 /* Asks workers to stop accepting and exit when idle. */

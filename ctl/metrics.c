@@ -12,6 +12,11 @@
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
 	"unknown_source",  "no_route",	      "no_endpoint",	 "hbone_unsupported", "connect_failed",
 	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	      "overload",
+	"bad_request",	   "denied",
+};
+
+const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT] = {
+	"bad_certificate", "expired", "identity_not_allowed", "trust_domain", "protocol", "timeout", "no_identity",
 };
 
 #ifndef ZR_VERSION
@@ -128,6 +133,10 @@ static const struct {
 	 offsetof(zr_worker_stats_t, backpressure_pauses)},
 	{"zring_worker_config_epoch", "gauge", "Epoch of the config snapshot the worker has seen",
 	 offsetof(zr_worker_stats_t, config_epoch)},
+	{"zring_hbone_streams_active", "gauge", "HBONE CONNECT streams open on the worker",
+	 offsetof(zr_worker_stats_t, hbone_streams_active)},
+	{"zring_hbone_pool_reused_total", "counter", "Outbound streams placed on an already pooled HBONE connection",
+	 offsetof(zr_worker_stats_t, hbone_pool_reused)},
 };
 
 static uint64_t worker_counter(const zr_worker_stats_t *s, size_t off)
@@ -151,6 +160,21 @@ static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t
 				 (unsigned long long)zr_counter_get(&s->relay_bytes_up));
 		zr_strbuf_printf(out, "zring_worker_relay_bytes_total{worker=\"%zu\",direction=\"downstream\"} %llu\n",
 				 w, (unsigned long long)zr_counter_get(&s->relay_bytes_down));
+	}
+	family(out, "zring_hbone_connections", "gauge", "HBONE (mTLS HTTP/2) connections open, by role");
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		zr_strbuf_printf(out, "zring_hbone_connections{worker=\"%zu\",role=\"client\"} %llu\n", w,
+				 (unsigned long long)zr_counter_get(&s->hbone_client_conns));
+		zr_strbuf_printf(out, "zring_hbone_connections{worker=\"%zu\",role=\"server\"} %llu\n", w,
+				 (unsigned long long)zr_counter_get(&s->hbone_server_conns));
+	}
+	family(out, "zring_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by reason");
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		for (int r = 0; r < ZR_TLS_FAIL__COUNT; r++)
+			zr_strbuf_printf(out, "zring_tls_handshake_failures_total{worker=\"%zu\",reason=\"%s\"} %llu\n", w,
+					 zr_tls_failure_names[r], (unsigned long long)zr_counter_get(&s->tls_failures[r]));
 	}
 	family(out, "zring_connections_refused_total", "counter",
 	       "Connections refused or failed before relaying, by worker and reason");

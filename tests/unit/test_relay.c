@@ -100,7 +100,7 @@ int main(void)
 	if (posix_memalign((void **)&w, 64, sizeof(*w)))
 		return 1;
 	memset(w, 0, sizeof(*w));
-	w->snap = zr_snapshot_new(cfg, 1);
+	w->snap = zr_snapshot_new(cfg, NULL, 1);
 	zr_io_params_t p = {.entries = 256, .buf_count = ZR_BUF_COUNT, .buf_size = ZR_BUF_SIZE, .numa_node = -1};
 	if (zr_io_uring_ops.setup(&p, &w->io) < 0)
 		return 1;

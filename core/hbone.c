@@ -1196,17 +1196,15 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 
 void zr_hbone_connect(zr_conn_t *c)
 {
-	zr_worker_t *w = c->w;
 	char key[1024], a[ZR_ADDR_STRLEN];
 	zr_ip_t ip;
 	zr_sockaddr_to_ip(&c->upstream, &ip, NULL);
 	if (!c->snap->ids || !zr_identity_store_has(c->snap->ids, c->src_wl->identity)) {
 		zr_warn("hbone", "conn %llu: no usable certificate for %s", (unsigned long long)c->id,
 			c->src_wl->identity);
-		zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_NO_IDENTITY], 1);
 		if (c->metrics)
 			zr_counter_add(&c->metrics->failed, 1);
-		zr_flow_refuse(c, ZR_REFUSE_CONNECT_FAILED, ZR_SOCKS5_GENERAL_FAILURE);
+		zr_flow_refuse(c, ZR_REFUSE_NO_IDENTITY, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
 	snprintf(key, sizeof(key), "%s|%s|%s", c->src_wl->identity, c->dst_wl->identity, zr_ip_str(&ip, a));

@@ -37,7 +37,7 @@ typedef enum zr_refuse_reason {
 	ZR_REFUSE_UNKNOWN_SOURCE = 0, /* source IP is no local workload */
 	ZR_REFUSE_NO_ROUTE,	      /* destination neither a service VIP:port nor a workload */
 	ZR_REFUSE_NO_ENDPOINT,	      /* service has no endpoints */
-	ZR_REFUSE_HBONE_UNSUPPORTED,  /* destination needs HBONE (not built yet) */
+	ZR_REFUSE_NO_IDENTITY,	      /* HBONE: no usable certificate for the source */
 	ZR_REFUSE_CONNECT_FAILED,     /* upstream connect refused/failed */
 	ZR_REFUSE_CONNECT_TIMEOUT,    /* upstream connect exceeded connectTimeout */
 	ZR_REFUSE_SOCKS5_PROTOCOL,    /* malformed / unsupported SOCKS5 request */

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 
 #include "core/hbone.h"
+#include "crypto/tls.h"
 #include "core/mem.h"
 #include "core/runtime-t.h"
 #include "core/worker.h"
@@ -358,6 +359,7 @@ static void tick_cb(zr_io_op_t *op, int res, unsigned flags)
 
 static void close_everything(zr_worker_t *w)
 {
+	w->stopping = true; /* timers and mailbox stay disarmed from here on */
 	for (zr_listener_t *l = w->listeners; l; l = l->next)
 		listener_close(l);
 	zr_hbone_close_all(w);
@@ -438,6 +440,7 @@ static void *worker_main(void *arg)
 	zr_io_t *io = w->io;
 	w->io = NULL;
 	io->ops->destroy(io);
+	zr_tls_thread_cleanup();
 	atomic_store_explicit(&w->exited, true, memory_order_release);
 	return NULL;
 }

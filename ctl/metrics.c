@@ -10,7 +10,7 @@
 #include "ctl/server.h"
 
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
-	"unknown_source",  "no_route",	      "no_endpoint",	 "hbone_unsupported", "connect_failed",
+	"unknown_source",  "no_route",	      "no_endpoint",	 "no_identity", "connect_failed",
 	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	      "overload",
 	"bad_request",	   "denied",
 };

@@ -94,6 +94,13 @@ struct zr_conn {
 	char authority[64];	       /* server: the CONNECT target as received */
 };
 
+/* Connections are allocated by blocks and recycled through a free list. */
+#define ZR_CONN_BLOCK 64
+typedef struct zr_conn_block {
+	struct zr_conn_block *next;
+	zr_conn_t conns[ZR_CONN_BLOCK];
+} zr_conn_block_t;
+
 /* Handles a freshly accepted socket of listener `l`. Takes the fd. */
 void zr_conn_accepted(zr_listener_t *l, int fd);
 

@@ -1311,6 +1311,19 @@ void zr_hbone_drain(zr_worker_t *w)
 	}
 }
 
+void zr_hbone_free_memory(zr_worker_t *w)
+{
+	while (w->free_chunks) {
+		zr_chunk_t *k = w->free_chunks;
+		w->free_chunks = k->next;
+		free(k);
+	}
+	free(w->scratch);
+	w->scratch = NULL;
+	free(w->pool);
+	w->pool = NULL;
+}
+
 void zr_hbone_close_all(zr_worker_t *w)
 {
 	for (zr_h2conn_t *hc = w->h2conns, *next; hc; hc = next) {

@@ -14,6 +14,11 @@ static inline void *zr_mem_alloc(zr_worker_t *w, size_t n)
 {
 	return mallocx(n, MALLOCX_ARENA(w->arena) | MALLOCX_TCACHE_NONE);
 }
+static inline void zr_mem_free(zr_worker_t *w, void *p)
+{
+	(void)w;
+	dallocx(p, MALLOCX_TCACHE_NONE);
+}
 /* Creates a jemalloc arena; returns its index or 0 (the default arena). */
 static inline unsigned zr_mem_arena_create(void)
 {
@@ -28,6 +33,11 @@ static inline void *zr_mem_alloc(zr_worker_t *w, size_t n)
 {
 	(void)w;
 	return malloc(n);
+}
+static inline void zr_mem_free(zr_worker_t *w, void *p)
+{
+	(void)w;
+	free(p);
 }
 static inline unsigned zr_mem_arena_create(void)
 {

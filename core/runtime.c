@@ -266,6 +266,7 @@ void zr_runtime_free(zr_runtime_t *rt)
 			m = next;
 		}
 		free(w->tcp_hash);
+		zr_worker_free_memory(w);
 		zr_snapshot_unref(w->snap);
 		if (w->mailbox.eventfd > 0)
 			close(w->mailbox.eventfd);

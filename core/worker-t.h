@@ -79,6 +79,7 @@ struct zr_worker {
 	unsigned bufs_in_use;
 	zr_conn_t *conns;	 /* live connections (doubly linked) */
 	zr_conn_t *free_conns;	 /* free list */
+	struct zr_conn_block *conn_blocks; /* every block connections came from */
 	struct zr_relay_side *starved; /* relay sides waiting for receive buffers */
 	unsigned n_conns;
 	uint64_t next_conn_id;

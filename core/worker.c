@@ -24,8 +24,18 @@
 #include "io/log.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define CONN_CHUNK 64
 #define LOOP_WAIT_NS (1000ull * 1000000ull)
+
+void zr_worker_free_memory(zr_worker_t *w)
+{
+	while (w->conn_blocks) {
+		zr_conn_block_t *blk = w->conn_blocks;
+		w->conn_blocks = blk->next;
+		zr_mem_free(w, blk);
+	}
+	w->free_conns = NULL;
+	zr_hbone_free_memory(w);
+}
 
 void zr_worker_buf_release(zr_worker_t *w, unsigned bid)
 {
@@ -36,14 +46,17 @@ void zr_worker_buf_release(zr_worker_t *w, unsigned bid)
 zr_conn_t *zr_worker_conn_alloc(zr_worker_t *w)
 {
 	if (!w->free_conns) {
-		/* Grow by a chunk from the worker's NUMA-node arena; objects are
-		 * recycled through the free list, never returned one by one. */
-		zr_conn_t *chunk = zr_mem_alloc(w, sizeof(zr_conn_t) * CONN_CHUNK);
-		if (!chunk)
+		/* Grow by a block from the worker's NUMA-node arena; objects are
+		 * recycled through the free list, never returned one by one, and
+		 * the blocks go when the worker does. */
+		zr_conn_block_t *blk = zr_mem_alloc(w, sizeof(*blk));
+		if (!blk)
 			return NULL;
-		for (int i = 0; i < CONN_CHUNK; i++) {
-			chunk[i].next = w->free_conns;
-			w->free_conns = &chunk[i];
+		blk->next = w->conn_blocks;
+		w->conn_blocks = blk;
+		for (int i = 0; i < ZR_CONN_BLOCK; i++) {
+			blk->conns[i].next = w->free_conns;
+			w->free_conns = &blk->conns[i];
 		}
 	}
 	zr_conn_t *c = w->free_conns;

@@ -12,6 +12,10 @@ typedef struct zr_runtime zr_runtime_t;
 
 /* --- worker-thread side (called on the worker's own thread) --- */
 
+/* Frees the worker's connection blocks and HBONE memory once it has
+ * exited (nothing may be live). */
+void zr_worker_free_memory(zr_worker_t *w);
+
 /* Gives a provided buffer back to the ring. */
 void zr_worker_buf_release(zr_worker_t *w, unsigned bid);
 /* A connection object from the worker's free list (zeroed, linked live),

@@ -208,6 +208,7 @@ int main(void)
 	close(server);
 
 	w->io->ops->destroy(w->io);
+	zr_worker_free_memory(w);
 	zr_snapshot_unref(w->snap);
 	free(w);
 	return done_testing();

@@ -17,6 +17,7 @@ typedef enum zr_conn_state {
 	ZR_CONN_REPLYING,      /* SOCKS5 success reply being sent */
 	ZR_CONN_RELAY,
 	ZR_CONN_CLOSING,
+	ZR_CONN_FREE, /* back on the free list */
 } zr_conn_state_t;
 
 /* One direction's endpoint. Bytes received on `fd` are queued on the other

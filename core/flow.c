@@ -313,9 +313,13 @@ bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_worklo
 			principal ? principal : zr_ip_str(&c->authz_src_ip, a));
 	if (res.allowed)
 		return true;
-	zr_info("authz", "%s: denied %s -> %s:%u (%s)%s%s%s", who, principal ? principal : zr_ip_str(&c->authz_src_ip, a),
-		dst->name, req.dst_port, res.policy ? "policy" : "no ALLOW policy matched",
-		res.policy ? " " : "", res.policy ? res.policy->namespace_ : "", res.policy ? "/" : "");
+	if (res.policy)
+		zr_info("authz", "%s: denied %s -> %s:%u by policy %s/%s", who,
+			principal ? principal : zr_ip_str(&c->authz_src_ip, a), dst->name, req.dst_port,
+			res.policy->namespace_, res.policy->name);
+	else
+		zr_info("authz", "%s: denied %s -> %s:%u: no ALLOW policy matched", who,
+			principal ? principal : zr_ip_str(&c->authz_src_ip, a), dst->name, req.dst_port);
 	return false;
 }
 
@@ -485,7 +489,7 @@ void zr_conn_accepted(zr_listener_t *l, int fd)
 
 void zr_conn_close(zr_conn_t *c, bool reset)
 {
-	if (c->state == ZR_CONN_CLOSING)
+	if (c->state == ZR_CONN_CLOSING || c->state == ZR_CONN_FREE)
 		return;
 	bool was_open = c->state == ZR_CONN_RELAY || c->state == ZR_CONN_REPLYING;
 	c->state = ZR_CONN_CLOSING;
@@ -506,14 +510,14 @@ void zr_conn_close(zr_conn_t *c, bool reset)
 
 static const char *state_name(zr_conn_state_t s)
 {
-	static const char *const names[] = {"handshake", "connecting", "replying", "relay", "closing"};
+	static const char *const names[] = {"handshake", "connecting", "replying", "relay", "closing", "free"};
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
 void zr_conn_dump(const zr_conn_t *c, zr_strbuf_t *out)
 {
 	char a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
-	static const char *const kinds[] = {"outbound", "socks5", "inbound_plaintext"};
+	static const char *const kinds[ZR_LISTENER__COUNT] = {"outbound", "socks5", "inbound_plaintext", "hbone"};
 	zr_strbuf_printf(out, "{\"id\":%llu,\"worker\":%u,\"listener\":\"%s\",\"src\":\"%s\",\"dst\":\"%s\",",
 			 (unsigned long long)c->id, c->w->index, kinds[c->kind], zr_sockaddr_str(&c->peer, a),
 			 c->upstream.len ? zr_sockaddr_str(&c->upstream, b) : "");

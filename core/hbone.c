@@ -34,6 +34,7 @@
 #define PING_IDLE_NS (10ull * 1000000000ull)
 #define PING_DEAD_NS (20ull * 1000000000ull)
 #define SCRATCH_SIZE (64u * 1024u)
+#define MAX_FRAME (256 * 1024)
 
 struct zr_h2conn {
 	zr_io_op_t recv_op, send_op, connect_op;
@@ -322,7 +323,9 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
 			    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	zr_conn_t *c = source->ptr;
-	if (!c || c->state == ZR_CONN_CLOSING)
+	/* c may have closed (and its object been reused) while nghttp2 still
+	 * held this provider: only the stream it was made for may read. */
+	if (!c || c->state == ZR_CONN_CLOSING || c->h2 != user_data || c->stream_id != stream_id)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	size_t avail = (size_t)c->hs_len + c->h2q_bytes;
 	bool eof = c->tcp->recv_eof;
@@ -480,20 +483,24 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	return 0;
 }
 
-static void respond(zr_h2conn_t *hc, zr_conn_t *c, unsigned status)
+static void respond_ok(zr_h2conn_t *hc, zr_conn_t *c)
+{
+	nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+	nghttp2_data_provider prd = {.source.ptr = c, .read_callback = data_read_cb};
+	c->status = 200;
+	nghttp2_submit_response(hc->h2, c->stream_id, nv, 1, &prd);
+	hc_flush(hc);
+}
+
+/* An error status: HEADERS with END_STREAM; on_frame_send then resets the
+ * request side (a RST queued now would overtake the HEADERS). Touches no
+ * connection object: the caller has already let go of it. */
+static void respond_error(zr_h2conn_t *hc, int32_t stream_id, unsigned status)
 {
 	char code[4];
 	snprintf(code, sizeof(code), "%u", status);
 	nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE}};
-	c->status = (uint16_t)status;
-	if (status == 200) {
-		nghttp2_data_provider prd = {.source.ptr = c, .read_callback = data_read_cb};
-		nghttp2_submit_response(hc->h2, c->stream_id, nv, 1, &prd);
-	} else {
-		nghttp2_submit_response(hc->h2, c->stream_id, nv, 1, NULL);
-		/* The request side may stay open; end the stream for good. */
-		nghttp2_submit_rst_stream(hc->h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_NO_ERROR);
-	}
+	nghttp2_submit_response(hc->h2, stream_id, nv, 1, NULL);
 	hc_flush(hc);
 }
 
@@ -505,9 +512,12 @@ static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_re
 		c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", flags, true);
 	if (c->metrics)
 		zr_counter_add(&c->metrics->failed, 1);
-	respond(hc, c, status);
+	int32_t id = c->stream_id;
+	c->status = (uint16_t)status;
 	stream_unlink(c);
 	zr_conn_close(c, false);
+	zr_worker_conn_maybe_free(c);
+	respond_error(hc, id, status);
 }
 
 static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
@@ -559,7 +569,7 @@ void zr_hbone_upstream_connected(zr_conn_t *c, int res)
 	c->state = ZR_CONN_RELAY;
 	c->up.recv_op.cb = tcp_recv_cb;
 	c->up.send_op.cb = tcp_send_cb;
-	respond(hc, c, 200);
+	respond_ok(hc, c);
 	zr_relay_arm_recv(&c->up);
 	tcp_send_next(c);
 }
@@ -580,6 +590,7 @@ static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
 			nghttp2_session_resume_data(hc->h2, c->stream_id);
 		}
 		tcp_send_next(c);
+		zr_worker_conn_maybe_free(c);
 		return;
 	}
 	zr_info("hbone", "conn %llu: CONNECT %s answered %u by %s", (unsigned long long)c->id, c->authority, c->status,
@@ -590,6 +601,7 @@ static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
 		       c->status == 401 ? ZR_SOCKS5_NOT_ALLOWED
 		       : c->status == 503 ? ZR_SOCKS5_HOST_UNREACHABLE
 					  : ZR_SOCKS5_GENERAL_FAILURE);
+	zr_worker_conn_maybe_free(c);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -644,6 +656,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 			k = chunk_get(hc->w);
 			if (!k) {
 				zr_conn_close(c, true);
+				zr_worker_conn_maybe_free(c);
 				return 0;
 			}
 			if (c->txq_tail)
@@ -662,6 +675,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 		len -= n;
 	}
 	tcp_send_next(c);
+	zr_worker_conn_maybe_free(c);
 	return 0;
 }
 
@@ -680,6 +694,33 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	} else if (!c->txq_head) {
 		zr_conn_close(c, false);
 	}
+	zr_worker_conn_maybe_free(c);
+	return 0;
+}
+
+/* DATA frames as large as the peer allows (up to MAX_FRAME): fewer frames,
+ * fewer 9-byte header records, less per-frame work on both sides. A peer
+ * that keeps the default 16 KiB gets 16 KiB frames. */
+static ssize_t read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t stream_id,
+			      int32_t session_window, int32_t stream_window, uint32_t remote_max_frame_size,
+			      void *user_data)
+{
+	ssize_t n = remote_max_frame_size < MAX_FRAME ? (ssize_t)remote_max_frame_size : MAX_FRAME;
+	if (n > session_window)
+		n = session_window;
+	if (n > stream_window)
+		n = stream_window;
+	return n > 0 ? n : 1;
+}
+
+/* A refusal (response HEADERS ending the stream) has gone out: end the
+ * request side too, whatever the client still sends. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	zr_h2conn_t *hc = user_data;
+	if (hc->server && frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
 	return 0;
 }
 
@@ -697,6 +738,8 @@ static void init_callbacks(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+	nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
 	shared_callbacks = cbs;
 }
 
@@ -721,9 +764,10 @@ static int start_session(zr_h2conn_t *hc)
 	nghttp2_settings_entry iv[] = {
 		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, hc_cfg(hc)->pool_max_streams_per_connection},
 		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+		{NGHTTP2_SETTINGS_MAX_FRAME_SIZE, MAX_FRAME},
 		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	};
-	nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, hc->server ? 2 : 3);
+	nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, hc->server ? 3 : 4);
 	nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
 	return 0;
 }
@@ -1081,6 +1125,7 @@ static void submit_request(zr_h2conn_t *hc, zr_conn_t *c)
 		if (c->metrics)
 			zr_counter_add(&c->metrics->failed, 1);
 		zr_flow_refuse(c, ZR_REFUSE_CONNECT_FAILED, ZR_SOCKS5_GENERAL_FAILURE);
+		zr_worker_conn_maybe_free(c);
 		return;
 	}
 	c->stream_id = id;

@@ -60,8 +60,8 @@ def zring_path():
     if p:
         return p
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
-    for cand in sorted(glob.glob(os.path.join(root, 'build*', 'zring')) +
-                       glob.glob(os.path.join(root, 'build*', 'core', 'zring'))):
+    # The plain build first (make test's), then any other build folder.
+    for cand in [os.path.join(root, 'build', 'zring')] + sorted(glob.glob(os.path.join(root, 'build*', 'zring'))):
         if os.access(cand, os.X_OK):
             return cand
     return 'zring'
@@ -1372,3 +1372,398 @@ def sysctl_set(key, value):
 def uniq(prefix):
     """A short unique name (interface names are limited to 15 characters)."""
     return '%s%d' % (prefix, os.getpid() % 1000000)
+
+
+# --------------------------------------------------------------------------
+# HBONE: test PKI and two-node meshes (node A 127.0.0.42, workloads 127.0.4.x;
+# node B 127.0.0.43, workloads 127.0.5.x; VIPs 127.10.4.x)
+# --------------------------------------------------------------------------
+
+HB_A_IP = '127.0.0.42'
+HB_B_IP = '127.0.0.43'
+CERTS_GEN = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'certs', 'gen.sh'))
+
+
+def have_h2():
+    """Returns None when python3-h2 is importable, else the reason to skip."""
+    try:
+        import h2.connection  # noqa: F401
+        import h2.config  # noqa: F401
+        return None
+    except ImportError as e:
+        return 'python3-h2 not installed (%s)' % e
+
+
+def spiffe(sa, ns='default', td='cluster.local'):
+    return 'spiffe://%s/ns/%s/sa/%s' % (td, ns, sa)
+
+
+def make_certs():
+    """Runs tests/certs/gen.sh into a fresh temp dir (removed at cleanup); returns the dir."""
+    d = tempfile.mkdtemp(prefix='zrtest-certs-')
+    on_cleanup(shutil.rmtree, d, True)
+    sh('bash', CERTS_GEN, d, timeout=60)
+    return d
+
+
+def issue_leaf(certdir, name, uri, ca='root', days=3650):
+    """Issues NAME.pem/NAME.key in certdir for URI SAN `uri`, signed by CA `ca`
+    (ca-cert.pem/ca-key.pem in certdir; 'root' = gen.sh's main CA)."""
+    key = os.path.join(certdir, name + '.key')
+    csr = os.path.join(certdir, name + '.csr')
+    ext = os.path.join(certdir, name + '.ext')
+    sh('openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key)
+    with open(ext, 'w') as f:
+        f.write('basicConstraints=critical,CA:FALSE\n'
+                'keyUsage=critical,digitalSignature,keyEncipherment\n'
+                'extendedKeyUsage=serverAuth,clientAuth\n'
+                'subjectAltName=critical,URI:%s\n'
+                'authorityKeyIdentifier=keyid\n' % uri)
+    sh('openssl', 'req', '-new', '-key', key, '-subj', '/O=zring-test/CN=%s' % name, '-out', csr)
+    sh('openssl', 'x509', '-req', '-in', csr, '-CA', os.path.join(certdir, ca + '-cert.pem'),
+       '-CAkey', os.path.join(certdir, ca + '-key.pem'), '-set_serial', '0x%x' % random.getrandbits(63),
+       '-sha256', '-days', str(days), '-extfile', ext, '-out', os.path.join(certdir, name + '.pem'))
+    return os.path.join(certdir, name + '.pem'), key
+
+
+def cert_serial(path):
+    p = sh('openssl', 'x509', '-in', path, '-noout', '-serial')
+    return p.stdout.decode().strip().split('=', 1)[-1].lower()
+
+
+def identity_cfg(certdir, certs, ca='root-cert.pem'):
+    """identity: section. certs: [(identity URI, NAME)] -> NAME.pem / NAME.key in certdir."""
+    return {
+        'caCertificates': os.path.join(certdir, ca),
+        'certificates': [{'identity': ident, 'cert': os.path.join(certdir, n + '.pem'),
+                          'key': os.path.join(certdir, n + '.key')} for ident, n in certs],
+    }
+
+
+def hbone_listeners(ip, plaintext=False):
+    return {
+        'outbound': None,
+        'inboundPlaintext': '%s:15006' % ip if plaintext else None,
+        'hbone': '%s:15008' % ip,
+        'socks5': '%s:15080' % ip,
+        'admin': '%s:15000' % ip,
+        'metrics': '%s:15020' % ip,
+        'readiness': '%s:15021' % ip,
+    }
+
+
+def hbone_node(tap, name, ip, certdir, certs, workloads, services=(), policies=(), extra=None,
+               workers=2, plaintext=False, log_level='info', trust_domain=None):
+    """A Node on `ip` with HBONE listeners, file identities and its state in state.yaml
+    (so that tests can edit it and SIGHUP)."""
+    ex = {'identity': identity_cfg(certdir, certs)}
+    if trust_domain:
+        ex['trustDomain'] = trust_domain
+    ex.update(extra or {})
+    return Node(tap, name=name, ip=ip, workloads=workloads, services=services, policies=policies,
+                listeners=hbone_listeners(ip, plaintext), extra=ex, state_in_file=True,
+                workers=workers, log_level=log_level)
+
+
+def hbone_gauge(node, role):
+    """zring_hbone_connections{role=...} summed over workers."""
+    return node.metric('zring_hbone_connections', role=role)
+
+
+def tls_failures(node, reason=None):
+    if reason is None:
+        return node.metric('zring_tls_handshake_failures_total')
+    return node.metric('zring_tls_handshake_failures_total', reason=reason)
+
+
+def hbone_tls_context(certdir, cert='client', ca='root-cert.pem', verify=True):
+    """A TLS 1.3 client context for HBONE: ALPN h2, client certificate NAME.pem/.key
+    (None: none), server chain verified against certdir/ca (no hostname check)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    if verify:
+        ctx.load_verify_locations(os.path.join(certdir, ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(os.path.join(certdir, cert + '.pem'), os.path.join(certdir, cert + '.key'))
+    ctx.set_alpn_protocols(['h2'])
+    return ctx
+
+
+def peer_uri_sans(ssock):
+    """URI SANs of the peer certificate of a verified ssl socket."""
+    cert = ssock.getpeercert() or {}
+    return [v for k, v in cert.get('subjectAltName', ()) if k == 'URI']
+
+
+class H2Client:
+    """An independent HBONE client: TLS 1.3 + python h2 (client side).
+    Stream helpers drive the connection from the calling thread."""
+
+    def __init__(self, certdir, addr, cert='client', src=None, timeout=10, window=4 * MiB,
+                 verify=True, send_preface=True):
+        import h2.config
+        import h2.connection
+        import h2.settings
+        raw = socket.create_connection(addr, timeout=timeout, source_address=(src, 0) if src else None)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = hbone_tls_context(certdir, cert, verify=verify).wrap_socket(raw)
+        except BaseException:
+            raw.close()
+            raise
+        self.sock.settimeout(timeout)
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding='utf-8', validate_outbound_headers=False,
+            normalize_outbound_headers=False, validate_inbound_headers=False))
+        self.window = window
+        self.closed = False
+        self.goaway = None
+        self.streams = {}   # sid -> dict(status, headers, data, ended, reset)
+        if send_preface:
+            self.conn.initiate_connection()
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.increment_flow_control_window(16 * MiB - 65535)
+            self.flush()
+
+    def flush(self):
+        d = self.conn.data_to_send()
+        if d:
+            self.sock.sendall(d)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def st(self, sid):
+        return self.streams.setdefault(sid, {'status': None, 'headers': None, 'data': bytearray(),
+                                             'ended': False, 'reset': None, 'hash': None, 'count': 0})
+
+    def connect(self, authority, extra=(), end_stream=False):
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(':method', 'CONNECT')]
+        if authority is not None:
+            hdrs.append((':authority', authority))
+        hdrs += list(extra)
+        self.conn.send_headers(sid, hdrs, end_stream=end_stream)
+        self.flush()
+        self.st(sid)
+        return sid
+
+    def pump(self, timeout=1.0):
+        """Reads once (up to timeout) and processes the events. Returns False on EOF."""
+        self.sock.settimeout(timeout)
+        try:
+            d = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return True
+        except (OSError,) as e:
+            self.closed = 'error: %r' % e
+            return False
+        if not d:
+            self.closed = 'eof'
+            return False
+        self._feed(d)
+        if self.closed:
+            return False
+        try:
+            self.flush()
+        except OSError:
+            pass
+        return True
+
+    def wait(self, pred, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return bool(pred())
+            self.pump(min(left, 0.5))
+        return True
+
+    def response(self, sid, timeout=10.0):
+        """Waits for the response; returns the status, ('reset', code), or ('closed', why)."""
+        s = self.st(sid)
+        self.wait(lambda: s['status'] is not None or s['reset'] is not None or self.goaway is not None, timeout)
+        if s['status'] is not None:
+            return s['status']
+        if s['reset'] is not None:
+            return ('reset', s['reset'])
+        if self.goaway is not None:
+            return ('goaway', self.goaway)
+        return ('closed', self.closed or 'timeout')
+
+    def send(self, sid, data, end_stream=False, timeout=30.0):
+        """Sends data honouring flow control (pumping the socket while blocked)."""
+        mv = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while len(mv):
+            n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, len(mv))
+            if n <= 0:
+                if time.monotonic() > deadline or self.closed or self.st(sid)['reset'] is not None:
+                    raise TimeoutError('flow control window stayed closed')
+                self.pump(0.2)
+                continue
+            self.conn.send_data(sid, mv[:n].tobytes())
+            mv = mv[n:]
+            self.flush()
+        if end_stream:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def transfer(self, sid, total, seed=0, timeout=120.0, end=True):
+        """Sends `total` bytes of gen_blocks(total, seed) (then END_STREAM when end) while
+        reading the stream's data (hashed, flow control acknowledged); returns
+        (sent sha256, received count, received sha256, stream ended?) once the peer
+        ended or reset the stream (or, with end=False, once everything is sent)."""
+        s = self.st(sid)
+        s['hash'] = hashlib.sha256()
+        s['count'] = 0
+        sent = hashlib.sha256()
+        deadline = time.monotonic() + timeout
+        blocks = gen_blocks(total, seed, 256 * 1024)
+        cur = memoryview(b'')
+        out = bytearray()
+        ended = False
+        self.sock.setblocking(False)
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError('transfer timed out: received %d of %d' % (s['count'], total))
+                while not ended and len(out) < (1 << 20) and s['reset'] is None:
+                    if not len(cur):
+                        nb = next(blocks, None)
+                        if nb is None:
+                            if end:
+                                self.conn.end_stream(sid)
+                            ended = True
+                            break
+                        cur = nb
+                        sent.update(nb)
+                    n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, len(cur))
+                    if n <= 0:
+                        break
+                    self.conn.send_data(sid, cur[:n].tobytes())
+                    cur = cur[n:]
+                    out += self.conn.data_to_send()
+                out += self.conn.data_to_send()
+                if not out and (s['ended'] or s['reset'] is not None or self.closed or (ended and not end)):
+                    break
+                if self.sock.pending():
+                    r, w = [self.sock], []
+                else:
+                    r, w, _ = select.select([self.sock], [self.sock] if out else [], [], 0.5)
+                if w and out:
+                    try:
+                        k = self.sock.send(out[:65536])
+                        del out[:k]
+                    except ssl_want_errors():
+                        pass
+                if r:
+                    self._pump_nb()
+                    if self.closed:
+                        break
+        finally:
+            self.sock.setblocking(True)
+        return sent.hexdigest(), s['count'], s['hash'].hexdigest(), s['ended']
+
+    def _pump_nb(self):
+        for _ in range(64):
+            try:
+                d = self.sock.recv(1 << 20)
+            except ssl_want_errors():
+                return
+            except OSError as e:
+                self.closed = 'error: %r' % e
+                return
+            if not d:
+                self.closed = 'eof'
+                return
+            self._feed(d)
+            if not self.sock.pending():
+                return
+
+    def _feed(self, d):
+        import h2.events
+        import h2.exceptions
+        try:
+            events = self.conn.receive_data(d)
+        except h2.exceptions.ProtocolError as e:
+            self.closed = 'protocol error: %r' % e
+            return
+        for ev in events:
+            sid = getattr(ev, 'stream_id', None)
+            if isinstance(ev, h2.events.DataReceived):
+                s = self.st(sid)
+                if s['hash'] is not None:
+                    s['hash'].update(ev.data)
+                else:
+                    s['data'] += ev.data
+                s['count'] += len(ev.data)
+                if ev.flow_controlled_length:
+                    try:
+                        self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                    except h2.exceptions.StreamClosedError:
+                        pass
+            elif isinstance(ev, h2.events.ResponseReceived):
+                s = self.st(sid)
+                s['headers'] = ev.headers
+                s['status'] = int(dict(ev.headers).get(':status', 0))
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.st(sid)['ended'] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                self.st(sid)['reset'] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev.error_code
+
+
+def ssl_want_errors():
+    import ssl
+    return (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError)
+
+
+# raw HTTP/2 frames (for peers that misbehave on purpose)
+
+def h2_frame(ftype, flags, sid, payload=b''):
+    return struct.pack('!I', len(payload))[1:] + struct.pack('!BBI', ftype, flags, sid) + payload
+
+
+def h2_read_frames(sock, timeout=5.0, until=None):
+    """Reads frames until EOF, reset, timeout, or until(frames) is true.
+    Returns (frames [(type, flags, sid, payload)], end: 'eof'|'reset'|'timeout'|'until'|'error:...')."""
+    buf = bytearray()
+    frames = []
+    deadline = time.monotonic() + timeout
+    end = 'timeout'
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            d = sock.recv(1 << 16)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            end = 'reset'
+            break
+        except OSError as e:
+            end = 'error:%r' % e
+            break
+        if not d:
+            end = 'eof'
+            break
+        buf += d
+        while len(buf) >= 9:
+            ln = int.from_bytes(buf[0:3], 'big')
+            if len(buf) < 9 + ln:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], 'big') & 0x7fffffff, bytes(buf[9:9 + ln])))
+            del buf[:9 + ln]
+        if until and until(frames):
+            end = 'until'
+            break
+    return frames, end

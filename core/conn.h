@@ -42,13 +42,23 @@ typedef struct zr_relay_side {
 	uint64_t bytes_in;
 } zr_relay_side_t;
 
-/* Bytes received from an HBONE stream, waiting to be sent to its TCP socket. */
-#define ZR_CHUNK_SIZE (16u * 1024u)
-typedef struct zr_chunk {
-	struct zr_chunk *next;
+/* Decrypted HBONE bytes: TLS records are decrypted into a block, nghttp2
+ * parses them there, and each stream keeps slices of the block (no copy)
+ * until its TCP socket has taken them. A block lives while a slice or the
+ * worker's decryption cursor refers to it. */
+#define ZR_PBLOCK_SIZE (96u * 1024u)
+typedef struct zr_pblock {
+	struct zr_pblock *next_free;
+	uint32_t refs, used;
+	uint8_t data[ZR_PBLOCK_SIZE];
+} zr_pblock_t;
+
+typedef struct zr_slice {
+	struct zr_slice *next;
+	zr_pblock_t *blk;
+	const uint8_t *p;
 	uint32_t len, off;
-	uint8_t data[ZR_CHUNK_SIZE];
-} zr_chunk_t;
+} zr_slice_t;
 
 struct zr_h2conn;
 
@@ -82,7 +92,7 @@ struct zr_conn {
 	uint16_t status;	       /* HTTP status sent or received */
 	uint16_t h2q_head, h2q_tail;   /* TCP bytes (buffer ids) for DATA frames */
 	uint32_t h2q_off, h2q_bytes;
-	zr_chunk_t *txq_head, *txq_tail; /* stream bytes for the TCP socket */
+	zr_slice_t *txq_head, *txq_tail; /* stream bytes for the TCP socket */
 	uint32_t txq_bytes;
 	bool h2_eof_in;		       /* END_STREAM received */
 	bool h2_deferred;	       /* the data provider is waiting for TCP bytes */

@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,6 @@
 #define HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
 #define PING_IDLE_NS (10ull * 1000000000ull)
 #define PING_DEAD_NS (20ull * 1000000000ull)
-#define SCRATCH_SIZE (64u * 1024u)
 #define MAX_FRAME (256 * 1024)
 
 struct zr_h2conn {
@@ -73,35 +73,62 @@ static const zr_config_t *hc_cfg(const zr_h2conn_t *hc)
 	return hc->snap->cfg;
 }
 
-/* --- chunks (stream bytes waiting for the TCP socket) --- */
+/* --- decrypted blocks and stream slices --- */
 
-static zr_chunk_t *chunk_get(zr_worker_t *w)
+static void pblock_unref(zr_worker_t *w, zr_pblock_t *b)
 {
-	zr_chunk_t *k = w->free_chunks;
-	if (k) {
-		w->free_chunks = k->next;
-	} else {
-		k = malloc(sizeof(*k));
-		if (!k)
-			return NULL;
-	}
-	k->next = NULL;
-	k->len = k->off = 0;
-	return k;
+	if (--b->refs)
+		return;
+	b->next_free = w->free_pblocks;
+	w->free_pblocks = b;
 }
 
-static void chunk_put(zr_worker_t *w, zr_chunk_t *k)
+/* The block the next record is decrypted into, with room for a whole
+ * record; NULL when out of memory. */
+static zr_pblock_t *pblock_cursor(zr_worker_t *w)
 {
-	k->next = w->free_chunks;
-	w->free_chunks = k;
+	zr_pblock_t *b = w->pblock;
+	if (b && ZR_PBLOCK_SIZE - b->used >= SSL3_RT_MAX_PLAIN_LENGTH)
+		return b;
+	if (b) {
+		w->pblock = NULL;
+		pblock_unref(w, b);
+	}
+	b = w->free_pblocks;
+	if (b)
+		w->free_pblocks = b->next_free;
+	else if (!(b = malloc(sizeof(*b))))
+		return NULL;
+	b->refs = 1; /* the cursor's */
+	b->used = 0;
+	w->pblock = b;
+	return b;
+}
+
+static zr_slice_t *slice_get(zr_worker_t *w)
+{
+	zr_slice_t *sl = w->free_slices;
+	if (sl)
+		w->free_slices = sl->next;
+	else if (!(sl = malloc(sizeof(*sl))))
+		return NULL;
+	sl->next = NULL;
+	return sl;
+}
+
+static void slice_put(zr_worker_t *w, zr_slice_t *sl)
+{
+	pblock_unref(w, sl->blk);
+	sl->next = w->free_slices;
+	w->free_slices = sl;
 }
 
 void zr_hbone_conn_free_queues(zr_conn_t *c)
 {
 	while (c->txq_head) {
-		zr_chunk_t *k = c->txq_head;
-		c->txq_head = k->next;
-		chunk_put(c->w, k);
+		zr_slice_t *sl = c->txq_head;
+		c->txq_head = sl->next;
+		slice_put(c->w, sl);
 	}
 	c->txq_tail = NULL;
 	c->txq_bytes = 0;
@@ -251,17 +278,17 @@ static void tcp_send_cb(zr_io_op_t *op, int res, unsigned flags)
 	uint32_t left = (uint32_t)res;
 	c->txq_bytes -= left;
 	while (left && c->txq_head) {
-		zr_chunk_t *k = c->txq_head;
-		uint32_t avail = k->len - k->off;
+		zr_slice_t *sl = c->txq_head;
+		uint32_t avail = sl->len - sl->off;
 		if (left < avail) {
-			k->off += left;
+			sl->off += left;
 			break;
 		}
 		left -= avail;
-		c->txq_head = k->next;
+		c->txq_head = sl->next;
 		if (!c->txq_head)
 			c->txq_tail = NULL;
-		chunk_put(w, k);
+		slice_put(w, sl);
 	}
 	if (c->metrics)
 		zr_counter_add(c->inbound_hbone ? &c->metrics->received_bytes : &c->metrics->sent_bytes,
@@ -289,8 +316,8 @@ static void tcp_send_next(zr_conn_t *c)
 		return;
 	if (c->inbound_hbone && c->state == ZR_CONN_CONNECTING)
 		return; /* upstream not connected yet: keep queueing */
-	zr_chunk_t *k = c->txq_head;
-	if (zr_io_send(c->w->io, &s->send_op, s->fd, k->data + k->off, k->len - k->off) < 0) {
+	zr_slice_t *sl = c->txq_head;
+	if (zr_io_send(c->w->io, &s->send_op, s->fd, sl->p + sl->off, sl->len - sl->off) < 0) {
 		zr_conn_close(c, true);
 		return;
 	}
@@ -650,30 +677,38 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 	zr_conn_t *c = nghttp2_session_get_stream_user_data(session, stream_id);
 	if (!c || c->state == ZR_CONN_CLOSING)
 		return 0;
-	while (len) {
-		zr_chunk_t *k = c->txq_tail;
-		if (!k || k->len == ZR_CHUNK_SIZE) {
-			k = chunk_get(hc->w);
-			if (!k) {
-				zr_conn_close(c, true);
-				zr_worker_conn_maybe_free(c);
-				return 0;
-			}
-			if (c->txq_tail)
-				c->txq_tail->next = k;
-			else
-				c->txq_head = k;
-			c->txq_tail = k;
-		}
-		size_t n = ZR_CHUNK_SIZE - k->len;
-		if (n > len)
-			n = len;
-		memcpy(k->data + k->len, data, n);
-		k->len += (uint32_t)n;
-		c->txq_bytes += (uint32_t)n;
-		data += n;
-		len -= n;
+	zr_worker_t *w = hc->w;
+	zr_pblock_t *b = w->pblock;
+	/* nghttp2 hands DATA payloads out of the buffer given to mem_recv,
+	 * which is the decryption block: keep a slice of it, growing the
+	 * last slice when the bytes follow on. */
+	if (!b || data < b->data || data + len > b->data + ZR_PBLOCK_SIZE) {
+		zr_conn_close(c, true);
+		zr_worker_conn_maybe_free(c);
+		return 0;
 	}
+	zr_slice_t *last = c->txq_tail;
+	if (last && last->blk == b && last->p + last->len == data) {
+		last->len += (uint32_t)len;
+	} else {
+		zr_slice_t *sl = slice_get(w);
+		if (!sl) {
+			zr_conn_close(c, true);
+			zr_worker_conn_maybe_free(c);
+			return 0;
+		}
+		sl->blk = b;
+		b->refs++;
+		sl->p = data;
+		sl->len = (uint32_t)len;
+		sl->off = 0;
+		if (last)
+			last->next = sl;
+		else
+			c->txq_head = sl;
+		c->txq_tail = sl;
+	}
+	c->txq_bytes += (uint32_t)len;
 	tcp_send_next(c);
 	zr_worker_conn_maybe_free(c);
 	return 0;
@@ -888,7 +923,13 @@ static void hc_process_input(zr_h2conn_t *hc)
 				submit_request(hc, c);
 	}
 	for (;;) {
-		ssize_t n = zr_tls_read(hc->tls, w->scratch, SCRATCH_SIZE);
+		zr_pblock_t *b = pblock_cursor(w);
+		if (!b) {
+			hc_close(hc, "out of memory");
+			return;
+		}
+		uint8_t *dst = b->data + b->used;
+		ssize_t n = zr_tls_read(hc->tls, dst, ZR_PBLOCK_SIZE - b->used);
 		if (n == -EAGAIN)
 			break;
 		if (n == 0) {
@@ -900,7 +941,8 @@ static void hc_process_input(zr_h2conn_t *hc)
 			return;
 		}
 		hc->depth++;
-		ssize_t rv = nghttp2_session_mem_recv(hc->h2, w->scratch, (size_t)n);
+		b->used += (uint32_t)n;
+		ssize_t rv = nghttp2_session_mem_recv(hc->h2, dst, (size_t)n);
 		hc->depth--;
 		if (rv < 0) {
 			char a[ZR_ADDR_STRLEN];
@@ -934,13 +976,16 @@ static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 	}
 	if (res > 0) {
 		unsigned bid = zr_io_buf_id(flags);
-		int fed = hc->closing ? 0 : zr_tls_feed(hc->tls, zr_io_buf_addr(w->io, bid), (size_t)res);
-		zr_io_buf_release(w->io, bid);
 		hc->last_rx_ns = zr_now_ns();
-		if (fed < 0)
-			hc_close(hc, "out of memory");
-		else if (!hc->closing)
+		if (!hc->closing) {
+			/* Decrypt straight from the receive buffer; only an
+			 * incomplete record's tail is copied before it goes back. */
+			zr_tls_lend(hc->tls, zr_io_buf_addr(w->io, bid), (size_t)res);
 			hc_process_input(hc);
+			if (zr_tls_unlend(hc->tls) < 0)
+				hc_close(hc, "out of memory");
+		}
+		zr_io_buf_release(w->io, bid);
 		if (final && !hc->closing)
 			hc_arm_recv(hc);
 	} else if (res == 0) {
@@ -989,10 +1034,6 @@ static zr_h2conn_t *hc_new(zr_worker_t *w, bool server, int fd)
 	zr_h2conn_t *hc = calloc(1, sizeof(*hc));
 	if (!hc)
 		return NULL;
-	if (!w->scratch && !(w->scratch = malloc(SCRATCH_SIZE))) {
-		free(hc);
-		return NULL;
-	}
 	hc->w = w;
 	hc->server = server;
 	hc->fd = fd;
@@ -1358,13 +1399,20 @@ void zr_hbone_drain(zr_worker_t *w)
 
 void zr_hbone_free_memory(zr_worker_t *w)
 {
-	while (w->free_chunks) {
-		zr_chunk_t *k = w->free_chunks;
-		w->free_chunks = k->next;
-		free(k);
+	if (w->pblock) {
+		pblock_unref(w, w->pblock);
+		w->pblock = NULL;
 	}
-	free(w->scratch);
-	w->scratch = NULL;
+	while (w->free_pblocks) {
+		zr_pblock_t *b = w->free_pblocks;
+		w->free_pblocks = b->next_free;
+		free(b);
+	}
+	while (w->free_slices) {
+		zr_slice_t *sl = w->free_slices;
+		w->free_slices = sl->next;
+		free(sl);
+	}
 	free(w->pool);
 	w->pool = NULL;
 }

@@ -44,7 +44,7 @@ void zr_hbone_conn_closing(zr_conn_t *c);
  * idle pooled connections (poolIdleTimeout). */
 void zr_hbone_tick(zr_worker_t *w, uint64_t now_ns);
 
-/* Frees the worker's HBONE caches (chunk free list, scratch, pool table)
+/* Frees the worker's HBONE caches (decryption blocks, slices, pool table)
  * once no HBONE connection is left. */
 void zr_hbone_free_memory(zr_worker_t *w);
 

@@ -91,8 +91,9 @@ struct zr_worker {
 	bool hbone_tick_armed;
 	struct zr_h2conn **pool;	  /* client connections by pool key hash */
 	unsigned pool_mask;
-	struct zr_chunk *free_chunks;
-	uint8_t *scratch;		  /* decrypted TLS bytes for nghttp2 */
+	struct zr_slice *free_slices;
+	struct zr_pblock *free_pblocks;
+	struct zr_pblock *pblock; /* where the next TLS record is decrypted */
 	uint64_t prng;			  /* traceparent ids */
 	uint64_t last_tick_ns;
 	bool draining, stopping;

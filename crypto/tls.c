@@ -42,6 +42,8 @@ struct zr_tls {
 
 	unsigned char *in; /* fed ciphertext not yet read by OpenSSL: in[in_head..in_tail) */
 	size_t in_head, in_tail, in_cap;
+	const unsigned char *lent; /* zr_tls_lend: read after `in`, until zr_tls_unlend */
+	size_t lent_len;
 	struct chunk *out_first, *out_last;
 	size_t out_len;
 
@@ -175,22 +177,48 @@ int zr_tls_feed(zr_tls_t *tls, const void *data, size_t len)
 	return 0;
 }
 
-/* The BIO: both directions of one connection, BIO data = the zr_tls_t. */
+void zr_tls_lend(zr_tls_t *tls, const void *data, size_t len)
+{
+	tls->lent = data;
+	tls->lent_len = len;
+}
+
+int zr_tls_unlend(zr_tls_t *tls)
+{
+	const void *rest = tls->lent;
+	size_t n = tls->lent_len;
+	tls->lent = NULL;
+	tls->lent_len = 0;
+	return n ? zr_tls_feed(tls, rest, n) : 0;
+}
+
+/* The BIO: both directions of one connection, BIO data = the zr_tls_t.
+ * Input is the owned queue first (older bytes), then the lent region. */
 static int bio_read(BIO *b, char *buf, size_t len, size_t *done)
 {
 	zr_tls_t *tls = BIO_get_data(b);
 	size_t avail = tls->in_tail - tls->in_head;
 	BIO_clear_retry_flags(b);
-	if (!avail) {
+	if (!avail && !tls->lent_len) {
 		BIO_set_retry_read(b);
 		*done = 0;
 		return 0;
 	}
-	size_t n = avail < len ? avail : len;
-	memcpy(buf, tls->in + tls->in_head, n);
-	tls->in_head += n;
-	if (tls->in_head == tls->in_tail)
-		tls->in_head = tls->in_tail = 0;
+	size_t n = 0;
+	if (avail) {
+		n = avail < len ? avail : len;
+		memcpy(buf, tls->in + tls->in_head, n);
+		tls->in_head += n;
+		if (tls->in_head == tls->in_tail)
+			tls->in_head = tls->in_tail = 0;
+	}
+	if (n < len && tls->lent_len) {
+		size_t m = tls->lent_len < len - n ? tls->lent_len : len - n;
+		memcpy(buf + n, tls->lent, m);
+		tls->lent += m;
+		tls->lent_len -= m;
+		n += m;
+	}
 	*done = n;
 	return 1;
 }
@@ -215,7 +243,7 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 	case BIO_CTRL_FLUSH:
 		return 1;
 	case BIO_CTRL_PENDING:
-		return (long)(tls->in_tail - tls->in_head);
+		return (long)(tls->in_tail - tls->in_head + tls->lent_len);
 	case BIO_CTRL_WPENDING:
 		return (long)tls->out_len;
 	default: /* EOF, KTLS, DGRAM, ...: no */

@@ -77,6 +77,13 @@ void zr_tls_free(zr_tls_t *tls);
  * -ENOMEM. */
 int zr_tls_feed(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
 
+/* Lends `len` bytes of received ciphertext without copying them: they are
+ * read (after anything fed before) until zr_tls_unlend, which copies what
+ * OpenSSL has not consumed into the connection's own input. Lets a caller
+ * process a receive buffer in place and give it back right after. */
+void zr_tls_lend(zr_tls_t *tls, const void *data, size_t len);
+int zr_tls_unlend(zr_tls_t *tls) __attribute__((warn_unused_result));
+
 /* Advances the handshake with what has been fed. Returns 1 when complete
  * (peer verified against the policy), 0 when it needs more input (and maybe
  * has output to send), or a negative errno on failure with a short reason

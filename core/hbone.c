@@ -791,6 +791,12 @@ static int start_session(zr_h2conn_t *hc)
 	 * tcp_send_cb), not when nghttp2 has parsed them. */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_outbound_ack(opt, 1000);
+	/* nghttp2 tears a connection down past 1000 incoming RST_STREAMs plus
+	 * 33/s (the rapid-reset defence). An HBONE peer is an authenticated node
+	 * relaying many pods, whose clients legitimately reset thousands of
+	 * connections a second; keep the defence, at a rate such a node can
+	 * reach. */
+	nghttp2_option_set_stream_reset_rate_limit(opt, 20000, 20000);
 	int rv = hc->server ? nghttp2_session_server_new2(&hc->h2, shared_callbacks, hc, opt)
 			    : nghttp2_session_client_new2(&hc->h2, shared_callbacks, hc, opt);
 	nghttp2_option_del(opt);

@@ -14,6 +14,11 @@
       saves the metrics text at URL into FILE.
   demo_tools.py moved BEFORE AFTER
       prints istio_tcp_* and zring_* series that are nonzero and changed.
+  demo_tools.py mtls FILE
+      prints the istio_tcp_* series with connection_security_policy="mutual_tls"
+      (reporter, workloads and SPIFFE principals shown) and the nonzero
+      zring_hbone_* / zring_tls_* series; fails when no mutual_tls connection
+      was counted.
   demo_tools.py push --socks HOST:PORT --src IP --dst IP:PORT --bytes N
       SOCKS5 CONNECT from IP through zring, says hello (echo), then sends N
       bytes to the sink and prints bytes and throughput.
@@ -166,6 +171,41 @@ def moved(before_path, after_path):
     return 0
 
 
+MTLS_LABELS = ("reporter", "source_workload", "source_principal", "destination_service", "destination_workload",
+               "destination_principal", "connection_security_policy")
+
+
+def labels_of(series):
+    name, _, rest = series.partition("{")
+    out = {}
+    rest = rest.rstrip("}")
+    while rest:
+        key, _, rest = rest.partition('="')
+        val, _, rest = rest.partition('"')
+        out[key.lstrip(",")] = val
+    return name, out
+
+
+def mtls(path):
+    series = parse_metrics(path)
+    seen = False
+    for s, value in series.items():
+        name, labels = labels_of(s)
+        if name.startswith("istio_tcp_") and labels.get("connection_security_policy") == "mutual_tls":
+            if name == "istio_tcp_connections_opened_total" and value > 0:
+                seen = True
+            shown = ",".join(f'{k}="{labels[k]}"' for k in MTLS_LABELS if k in labels)
+            print(f"  {name}{{{shown}}} {value:.0f}")
+    for s, value in series.items():
+        if s.startswith(("zring_hbone_", "zring_tls_")) and value != 0:
+            print(f"  {s} {value:.0f}")
+    if not seen:
+        print(f"demo: no istio_tcp_connections_opened_total with connection_security_policy=\"mutual_tls\" "
+              f"in {path}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def hostport(s):
     host, _, port = s.rpartition(":")
     return host, int(port)
@@ -260,6 +300,8 @@ def main():
     p = sub.add_parser("moved")
     p.add_argument("before")
     p.add_argument("after")
+    p = sub.add_parser("mtls")
+    p.add_argument("file")
     p = sub.add_parser("push")
     p.add_argument("--socks", required=True)
     p.add_argument("--src", required=True)
@@ -280,6 +322,8 @@ def main():
             return scrape(a.url, a.file)
         if a.cmd == "moved":
             return moved(a.before, a.after)
+        if a.cmd == "mtls":
+            return mtls(a.file)
         return push(a)
     except (OSError, urllib.error.URLError) as e:
         print(f"demo: {a.cmd}: {e}", file=sys.stderr)

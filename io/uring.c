@@ -289,12 +289,17 @@ static int uring_poll_once(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events)
 	return 0;
 }
 
+/* Cancellations are submitted at once: left in the queue, one could run
+ * after its target completed by itself and was recycled (a new connection
+ * on the same fd number, or a new object at the same address) and cancel
+ * the wrong operation. */
 static int uring_cancel(zr_io_t *io, zr_io_op_t *op)
 {
 	uring_io_t *u = (uring_io_t *)io;
 	PREP(u, sqe);
 	io_uring_prep_cancel(sqe, op, IORING_ASYNC_CANCEL_ALL);
 	io_uring_sqe_set_data(sqe, NULL);
+	io_uring_submit(&u->ring);
 	return 0;
 }
 
@@ -304,6 +309,7 @@ static int uring_cancel_fd(zr_io_t *io, int fd)
 	PREP(u, sqe);
 	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
 	io_uring_sqe_set_data(sqe, NULL);
+	io_uring_submit(&u->ring);
 	return 0;
 }
 

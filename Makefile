@@ -14,7 +14,7 @@ MESON ?= meson
 NINJA ?= ninja
 MESON_ARGS ?=
 TEST_ARGS ?=
-ASAN_SUITES ?= unit integration
+ASAN_SUITES ?= unit integration interop
 
 ifeq ($(CI),true)
 WERROR ?= 1

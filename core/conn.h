@@ -118,15 +118,22 @@ void zr_conn_accepted(zr_listener_t *l, int fd);
 /* flow.c, shared with hbone.c */
 void zr_flow_refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code);
 void zr_flow_socks5_reply(zr_conn_t *c, uint8_t code, const zr_sockaddr_t *bound);
+/* The service of local workload wl whose target port is `port`, or NULL. */
+const zr_service_t *zr_flow_inbound_service(const zr_state_t *st, const zr_workload_t *wl, uint16_t port);
 /* Opens c->up towards c->upstream (SO_MARK, connectTimeout). */
 void zr_flow_connect_upstream(zr_conn_t *c);
 /* Authorizes an inbound connection (principal NULL for plaintext) against
  * `st`. Returns true when allowed; logs the deciding policy otherwise. */
 bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_workload_t *dst, const char *who);
 
-/* relay.c */
+/* relay.c, shared with the HBONE bridge */
 void zr_relay_arm_recv(zr_relay_side_t *s);
 void zr_relay_shut_wr(zr_relay_side_t *s);
+/* After a receive on s queued bytes (now `queued` waiting): pause at the
+ * high-water mark, re-arm a receive that ended (`final`). */
+void zr_relay_after_data(zr_relay_side_t *s, uint32_t queued, bool final);
+/* A receive on s ended with res < 0: wait for buffers, resume, or reset. */
+void zr_relay_recv_failed(zr_relay_side_t *s, int res);
 
 /* Starts relaying between down.fd and up.fd. */
 void zr_relay_start(zr_conn_t *c);

@@ -279,6 +279,7 @@ static void route_inbound(zr_conn_t *c)
 	}
 	c->upstream = c->orig_dst;
 	c->authz_src_ip = src_ip;
+	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
 	if (!zr_flow_authorize(c, st, c->dst_wl, "plaintext")) {
 		c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "DENY", false);
 		if (c->metrics)
@@ -288,6 +289,23 @@ static void route_inbound(zr_conn_t *c)
 	}
 	c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "-", false);
 	zr_flow_connect_upstream(c);
+}
+
+const zr_service_t *zr_flow_inbound_service(const zr_state_t *st, const zr_workload_t *wl, uint16_t port)
+{
+	/* Inbound traffic names a workload and a port, not a service: like
+	 * ztunnel, report the service of that workload that targets the port. */
+	for (size_t i = 0; i < wl->n_services; i++) {
+		const zr_workload_service_t *ws = &wl->services[i];
+		const char *slash = strchr(ws->key, '/');
+		const zr_service_t *svc = slash ? zr_state_service_by_hostname(st, slash + 1) : NULL;
+		if (!svc)
+			continue;
+		for (size_t j = 0; j < svc->n_ports; j++)
+			if (zr_service_target_port(svc, wl, svc->ports[j].port) == port)
+				return svc;
+	}
+	return NULL;
 }
 
 bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_workload_t *dst, const char *who)

@@ -225,12 +225,7 @@ static void tcp_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 				w->bufmeta[c->h2q_tail].next = (uint16_t)bid;
 			c->h2q_tail = (uint16_t)bid;
 			c->h2q_bytes += (uint32_t)res;
-			if (c->h2q_bytes >= ZR_RELAY_HIGH_WATER && !s->recv_paused)
-				zr_relay_pause(s);
-			else if (s->recv_paused && s->recv_armed)
-				zr_io_cancel(w->io, &s->recv_op);
-			else if (final)
-				zr_relay_arm_recv(s);
+			zr_relay_after_data(s, c->h2q_bytes, final);
 			if (c->h2_deferred) {
 				c->h2_deferred = false;
 				nghttp2_session_resume_data(c->h2->h2, c->stream_id);
@@ -244,17 +239,8 @@ static void tcp_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			nghttp2_session_resume_data(c->h2->h2, c->stream_id);
 			hc_flush(c->h2);
 		}
-	} else if (res == -ENOBUFS) {
-		zr_counter_add(&w->stats.recv_nobufs, 1);
-		if (!s->starved && c->state != ZR_CONN_CLOSING) {
-			s->starved = true;
-			s->starved_next = w->starved;
-			w->starved = s;
-		}
-	} else if (res == -ECANCELED) {
-		zr_relay_arm_recv(s);
-	} else if (c->state != ZR_CONN_CLOSING) {
-		zr_conn_close(c, true);
+	} else {
+		zr_relay_recv_failed(s, res);
 	}
 	zr_worker_conn_maybe_free(c);
 }
@@ -567,6 +553,7 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");
 		return;
 	}
+	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
 	if (!zr_flow_authorize(c, st, c->dst_wl, "hbone")) {
 		refuse_inbound(hc, c, 401, ZR_REFUSE_DENIED, "DENY");
 		return;

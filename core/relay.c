@@ -177,23 +177,24 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			count_bytes(c, s, (uint32_t)res);
 			enqueue(dst, bid, (uint32_t)res);
 			send_next(dst);
-			if (dst->q_bytes >= ZR_RELAY_HIGH_WATER && !s->recv_paused) {
-				zr_relay_pause(s);
-			} else if (s->recv_paused && s->recv_armed) {
-				/* The receive was running when the cancel arrived
-				 * (-EALREADY): ask again until it stops. */
-				if (zr_io_cancel(w->io, &s->recv_op) < 0)
-					zr_conn_close(c, true);
-			} else if (final) {
-				zr_relay_arm_recv(s);
-			}
+			zr_relay_after_data(s, dst->q_bytes, final);
 		}
 	} else if (res == 0) {
 		s->recv_eof = true;
 		if (dst->q_bytes == 0 && !dst->send_busy)
 			zr_relay_shut_wr(dst);
 		check_done(c);
-	} else if (res == -ENOBUFS) {
+	} else {
+		zr_relay_recv_failed(s, res);
+	}
+	zr_worker_conn_maybe_free(c);
+}
+
+void zr_relay_recv_failed(zr_relay_side_t *s, int res)
+{
+	zr_conn_t *c = s->conn;
+	zr_worker_t *w = c->w;
+	if (res == -ENOBUFS) {
 		zr_counter_add(&w->stats.recv_nobufs, 1);
 		if (!s->starved && c->state != ZR_CONN_CLOSING) {
 			s->starved = true;
@@ -209,7 +210,20 @@ static void recv_cb(zr_io_op_t *op, int res, unsigned flags)
 		zr_debug("relay", "conn %llu: recv: %s", (unsigned long long)c->id, strerror(-res));
 		zr_conn_close(c, true);
 	}
-	zr_worker_conn_maybe_free(c);
+}
+
+void zr_relay_after_data(zr_relay_side_t *s, uint32_t queued, bool final)
+{
+	if (queued >= ZR_RELAY_HIGH_WATER && !s->recv_paused) {
+		zr_relay_pause(s);
+	} else if (s->recv_paused && s->recv_armed) {
+		/* The receive was running when the cancel arrived (-EALREADY):
+		 * ask again until it stops. */
+		if (zr_io_cancel(s->conn->w->io, &s->recv_op) < 0)
+			zr_conn_close(s->conn, true);
+	} else if (final) {
+		zr_relay_arm_recv(s);
+	}
 }
 
 static void send_cb(zr_io_op_t *op, int res, unsigned flags)

@@ -262,8 +262,7 @@ def main(t):
                       destination_service=z.hostname('hb-bulk'))
         t.ok(bool(svc), 'node B: destination_service guessed from the target port (ztunnel does)',
              repr([l.get('destination_service') for l, v in
-                   z.mfind(mb, 'istio_tcp_connections_opened_total', reporter='destination')]),
-             todo='ztunnel-compatible inbound service guess, not in SPEC')
+                   z.mfind(mb, 'istio_tcp_connections_opened_total', reporter='destination')]))
         t.cmp(z.msum(ma, 'zring_hbone_connections', role='client'), '>=', 1,
               'node A keeps a pooled client connection (zring_hbone_connections{role="client"})')
         t.cmp(z.msum(mb, 'zring_hbone_connections', role='server'), '>=', 1,

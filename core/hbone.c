@@ -1,4 +1,6 @@
-/* HBONE connections, streams and the per-worker pool. See hbone.h.
+/* HBONE connections: the TLS connection and its I/O, the handshake, the
+ * per-worker pool, the client and server sides, timers and drain. The HTTP/2
+ * session and its streams are in hbone_stream.c. See hbone.h.
  *
  * Re-entrancy: nghttp2 forbids nghttp2_session_send/mem_recv from inside its
  * own callbacks, while callbacks may close connections (which submits
@@ -26,779 +28,10 @@
 #include "io/io.h"
 #include "io/log.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define HBONE_PORT 15008
-#define TLS_OUT_HIGH (1u << 20)
-#define STREAM_WINDOW (4u << 20)
-#define CONN_WINDOW (16u << 20)
-#define HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
-#define PING_IDLE_NS (10ull * 1000000000ull)
-#define PING_DEAD_NS (20ull * 1000000000ull)
-#define MAX_FRAME (256 * 1024)
+#include "core/hbone-int.h"
 
-struct zr_h2conn {
-	zr_io_op_t recv_op, send_op, connect_op;
-	zr_worker_t *w;
-	zr_h2conn_t *prev, *next; /* worker's list */
-	zr_h2conn_t *pool_next;	  /* pool bucket (client) */
-	zr_h2conn_t *starved_next;
-	char *pool_key;
-	uint32_t pool_hash;
-	int fd;
-	bool server, connecting, handshaking, closing, goaway, in_pool;
-	bool recv_armed, send_busy, starved, want_flush;
-	unsigned depth;	   /* nghttp2 calls on the stack */
-	unsigned inflight; /* io operations */
-	zr_tls_t *tls;
-	nghttp2_session *h2;
-	zr_conn_t *streams; /* requested or established streams, and pending ones */
-	unsigned n_streams;
-	uint64_t created_ns, last_rx_ns, idle_since_ns, ping_sent_ns;
-	zr_sockaddr_t peer, local;
-	zr_snapshot_t *snap;
-	char *identity; /* ours */
-	char *peer_id;
-	char *allowed[8]; /* client: acceptable server identities */
-	size_t n_allowed;
-};
-
-static void hc_flush(zr_h2conn_t *hc);
-static void hc_close(zr_h2conn_t *hc, const char *why);
 static void hc_maybe_free(zr_h2conn_t *hc);
 static void hc_arm_recv(zr_h2conn_t *hc);
-static void tcp_send_next(zr_conn_t *c);
-
-static const zr_config_t *hc_cfg(const zr_h2conn_t *hc)
-{
-	return hc->snap->cfg;
-}
-
-/* --- decrypted blocks and stream slices --- */
-
-static void pblock_unref(zr_worker_t *w, zr_pblock_t *b)
-{
-	if (--b->refs)
-		return;
-	b->next_free = w->free_pblocks;
-	w->free_pblocks = b;
-}
-
-/* The block the next record is decrypted into, with room for a whole
- * record; NULL when out of memory. */
-static zr_pblock_t *pblock_cursor(zr_worker_t *w)
-{
-	zr_pblock_t *b = w->pblock;
-	if (b && ZR_PBLOCK_SIZE - b->used >= SSL3_RT_MAX_PLAIN_LENGTH)
-		return b;
-	if (b) {
-		w->pblock = NULL;
-		pblock_unref(w, b);
-	}
-	b = w->free_pblocks;
-	if (b)
-		w->free_pblocks = b->next_free;
-	else if (!(b = malloc(sizeof(*b))))
-		return NULL;
-	b->refs = 1; /* the cursor's */
-	b->used = 0;
-	w->pblock = b;
-	return b;
-}
-
-static zr_slice_t *slice_get(zr_worker_t *w)
-{
-	zr_slice_t *sl = w->free_slices;
-	if (sl)
-		w->free_slices = sl->next;
-	else if (!(sl = malloc(sizeof(*sl))))
-		return NULL;
-	sl->next = NULL;
-	return sl;
-}
-
-static void slice_put(zr_worker_t *w, zr_slice_t *sl)
-{
-	pblock_unref(w, sl->blk);
-	sl->next = w->free_slices;
-	w->free_slices = sl;
-}
-
-void zr_hbone_conn_free_queues(zr_conn_t *c)
-{
-	while (c->txq_head) {
-		zr_slice_t *sl = c->txq_head;
-		c->txq_head = sl->next;
-		slice_put(c->w, sl);
-	}
-	c->txq_tail = NULL;
-	c->txq_bytes = 0;
-	while (c->tcp && c->h2q_head != ZR_BUF_NONE) {
-		unsigned bid = c->h2q_head;
-		c->h2q_head = c->w->bufmeta[bid].next;
-		zr_worker_buf_release(c->w, bid);
-	}
-	c->h2q_bytes = 0;
-	free(c->peer_id);
-	c->peer_id = NULL;
-}
-
-/* --- streams <-> h2conn --- */
-
-static void stream_link(zr_h2conn_t *hc, zr_conn_t *c)
-{
-	c->h2 = hc;
-	c->h2_prev = NULL;
-	c->h2_next = hc->streams;
-	if (hc->streams)
-		hc->streams->h2_prev = c;
-	hc->streams = c;
-	hc->n_streams++;
-	zr_counter_add(&hc->w->stats.hbone_streams_active, 1);
-}
-
-static void stream_unlink(zr_conn_t *c)
-{
-	zr_h2conn_t *hc = c->h2;
-	if (!hc)
-		return;
-	if (c->h2_prev)
-		c->h2_prev->h2_next = c->h2_next;
-	else
-		hc->streams = c->h2_next;
-	if (c->h2_next)
-		c->h2_next->h2_prev = c->h2_prev;
-	c->h2_prev = c->h2_next = NULL;
-	if (c->stream_id > 0 && hc->h2)
-		nghttp2_session_set_stream_user_data(hc->h2, c->stream_id, NULL);
-	c->h2 = NULL;
-	hc->n_streams--;
-	zr_counter_sub(&hc->w->stats.hbone_streams_active, 1);
-	if (hc->n_streams == 0)
-		hc->idle_since_ns = zr_now_ns();
-}
-
-void zr_hbone_conn_closing(zr_conn_t *c)
-{
-	zr_h2conn_t *hc = c->h2;
-	if (!hc)
-		return;
-	if (c->stream_id > 0 && hc->h2 && !hc->closing) {
-		nghttp2_submit_rst_stream(hc->h2, NGHTTP2_FLAG_NONE, c->stream_id,
-					  c->reset ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
-		stream_unlink(c);
-		hc_flush(hc);
-	} else {
-		stream_unlink(c);
-	}
-}
-
-/* --- the TCP side of a stream --- */
-
-static void tcp_recv_cb(zr_io_op_t *op, int res, unsigned flags)
-{
-	zr_relay_side_t *s = container_of(op, zr_relay_side_t, recv_op);
-	zr_conn_t *c = s->conn;
-	zr_worker_t *w = c->w;
-	bool final = !(flags & ZR_IO_F_MORE);
-
-	if (final) {
-		s->recv_armed = false;
-		c->inflight--;
-	}
-	if (res > 0) {
-		unsigned bid = zr_io_buf_id(flags);
-		w->bufs_in_use++;
-		if (c->state == ZR_CONN_CLOSING || !c->h2) {
-			zr_worker_buf_release(w, bid);
-		} else {
-			s->bytes_in += (uint64_t)res;
-			if (c->metrics)
-				zr_counter_add(c->inbound_hbone ? &c->metrics->sent_bytes : &c->metrics->received_bytes,
-					       (uint64_t)res);
-			zr_counter_add(c->inbound_hbone ? &w->stats.relay_bytes_down : &w->stats.relay_bytes_up,
-				       (uint64_t)res);
-			w->bufmeta[bid].len = (uint32_t)res;
-			w->bufmeta[bid].next = ZR_BUF_NONE;
-			if (c->h2q_head == ZR_BUF_NONE)
-				c->h2q_head = (uint16_t)bid;
-			else
-				w->bufmeta[c->h2q_tail].next = (uint16_t)bid;
-			c->h2q_tail = (uint16_t)bid;
-			c->h2q_bytes += (uint32_t)res;
-			zr_relay_after_data(s, c->h2q_bytes, final);
-			if (c->h2_deferred) {
-				c->h2_deferred = false;
-				nghttp2_session_resume_data(c->h2->h2, c->stream_id);
-			}
-			hc_flush(c->h2);
-		}
-	} else if (res == 0) {
-		s->recv_eof = true;
-		if (c->h2 && c->h2_deferred) {
-			c->h2_deferred = false;
-			nghttp2_session_resume_data(c->h2->h2, c->stream_id);
-			hc_flush(c->h2);
-		}
-	} else {
-		zr_relay_recv_failed(s, res);
-	}
-	zr_worker_conn_maybe_free(c);
-}
-
-static void tcp_send_cb(zr_io_op_t *op, int res, unsigned flags)
-{
-	zr_relay_side_t *s = container_of(op, zr_relay_side_t, send_op);
-	zr_conn_t *c = s->conn;
-	zr_worker_t *w = c->w;
-	s->send_busy = false;
-	c->inflight--;
-	if (c->state == ZR_CONN_CLOSING) {
-		zr_worker_conn_maybe_free(c);
-		return;
-	}
-	if (res <= 0) {
-		zr_conn_close(c, true);
-		zr_worker_conn_maybe_free(c);
-		return;
-	}
-	uint32_t left = (uint32_t)res;
-	c->txq_bytes -= left;
-	while (left && c->txq_head) {
-		zr_slice_t *sl = c->txq_head;
-		uint32_t avail = sl->len - sl->off;
-		if (left < avail) {
-			sl->off += left;
-			break;
-		}
-		left -= avail;
-		c->txq_head = sl->next;
-		if (!c->txq_head)
-			c->txq_tail = NULL;
-		slice_put(w, sl);
-	}
-	if (c->metrics)
-		zr_counter_add(c->inbound_hbone ? &c->metrics->received_bytes : &c->metrics->sent_bytes,
-			       (uint64_t)res);
-	zr_counter_add(c->inbound_hbone ? &w->stats.relay_bytes_up : &w->stats.relay_bytes_down, (uint64_t)res);
-	if (c->h2 && c->stream_id > 0) {
-		/* The socket took the bytes: reopen the stream's window. */
-		nghttp2_session_consume_stream(c->h2->h2, c->stream_id, (size_t)res);
-		hc_flush(c->h2);
-	}
-	if (c->txq_head) {
-		tcp_send_next(c);
-	} else if (c->h2_eof_in) {
-		zr_relay_shut_wr(s);
-		if (!c->h2)
-			zr_conn_close(c, false);
-	}
-	zr_worker_conn_maybe_free(c);
-}
-
-static void tcp_send_next(zr_conn_t *c)
-{
-	zr_relay_side_t *s = c->tcp;
-	if (s->send_busy || !c->txq_head || s->fd < 0 || c->state == ZR_CONN_CLOSING)
-		return;
-	if (c->inbound_hbone && c->state == ZR_CONN_CONNECTING)
-		return; /* upstream not connected yet: keep queueing */
-	zr_slice_t *sl = c->txq_head;
-	if (zr_io_send(c->w->io, &s->send_op, s->fd, sl->p + sl->off, sl->len - sl->off) < 0) {
-		zr_conn_close(c, true);
-		return;
-	}
-	s->send_busy = true;
-	c->inflight++;
-}
-
-/* Makes c's TCP side talk to its stream rather than to another socket. */
-static void bridge(zr_conn_t *c, zr_relay_side_t *tcp)
-{
-	c->tcp = tcp;
-	tcp->recv_op.cb = tcp_recv_cb;
-	tcp->send_op.cb = tcp_send_cb;
-	c->h2q_head = c->h2q_tail = ZR_BUF_NONE;
-}
-
-/* --- nghttp2 callbacks --- */
-
-static ssize_t send_cb(nghttp2_session *session, const uint8_t *data, size_t len, int flags, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	if (zr_tls_out_pending(hc->tls) >= TLS_OUT_HIGH)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (zr_tls_write(hc->tls, data, len) < 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return (ssize_t)len;
-}
-
-static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-			    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
-{
-	zr_conn_t *c = source->ptr;
-	/* c may have closed (and its object been reused) while nghttp2 still
-	 * held this provider: only the stream it was made for may read. */
-	if (!c || c->state == ZR_CONN_CLOSING || c->h2 != user_data || c->stream_id != stream_id)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	size_t avail = (size_t)c->hs_len + c->h2q_bytes;
-	bool eof = c->tcp->recv_eof;
-	if (avail == 0) {
-		if (eof && c->state == ZR_CONN_RELAY) {
-			*data_flags |= NGHTTP2_DATA_FLAG_EOF;
-			return 0;
-		}
-		c->h2_deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	size_t n = avail < length ? avail : length;
-	*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == avail && eof)
-		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
-	return (ssize_t)n;
-}
-
-/* Writes a DATA frame: its 9-byte header, then the payload straight from
- * the receive buffers into TLS (no intermediate copy). */
-static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
-			nghttp2_data_source *source, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	zr_conn_t *c = source->ptr;
-	zr_worker_t *w = hc->w;
-	if (zr_tls_out_pending(hc->tls) >= TLS_OUT_HIGH)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (zr_tls_write(hc->tls, framehd, 9) < 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	size_t left = length;
-	if (c->hs_len && left) {
-		size_t n = c->hs_len < left ? c->hs_len : left;
-		if (zr_tls_write(hc->tls, c->hs, n) < 0)
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		memmove(c->hs, c->hs + n, c->hs_len - n);
-		c->hs_len = (uint16_t)(c->hs_len - n);
-		left -= n;
-	}
-	c->h2q_bytes -= (uint32_t)left;
-	while (left) {
-		unsigned bid = c->h2q_head;
-		uint32_t avail = w->bufmeta[bid].len - c->h2q_off;
-		uint32_t take = left < avail ? (uint32_t)left : avail;
-		const uint8_t *p = (const uint8_t *)zr_io_buf_addr(w->io, bid) + c->h2q_off;
-		if (zr_tls_write(hc->tls, p, take) < 0)
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		left -= take;
-		if (take == avail) {
-			c->h2q_head = w->bufmeta[bid].next;
-			c->h2q_off = 0;
-			zr_worker_buf_release(w, bid);
-		} else {
-			c->h2q_off += take;
-		}
-	}
-	if (c->h2q_head == ZR_BUF_NONE)
-		c->h2q_tail = ZR_BUF_NONE;
-	if (c->tcp->recv_paused && c->h2q_bytes <= ZR_RELAY_LOW_WATER)
-		zr_relay_resume(c->tcp);
-	return 0;
-}
-
-static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	if (!hc->server || frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-		return 0;
-	zr_worker_t *w = hc->w;
-	if (w->draining) {
-		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
-		return 0;
-	}
-	zr_conn_t *c = zr_worker_conn_alloc(w);
-	if (!c) {
-		zr_counter_add(&w->stats.refused[ZR_REFUSE_OVERLOAD], 1);
-		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
-		return 0;
-	}
-	zr_counter_add(&w->stats.accepted, 1);
-	c->kind = ZR_LISTENER_HBONE;
-	c->inbound_hbone = true;
-	c->state = ZR_CONN_HANDSHAKE;
-	c->connect_op.cb = NULL; /* set by zr_flow_connect_upstream */
-	zr_relay_init_side(c, &c->down, -1);
-	zr_relay_init_side(c, &c->up, -1);
-	bridge(c, &c->up);
-	c->peer = hc->peer;
-	c->stream_id = frame->hd.stream_id;
-	c->peer_id = hc->peer_id ? strdup(hc->peer_id) : NULL;
-	zr_sockaddr_to_ip(&hc->peer, &c->authz_src_ip, NULL);
-	stream_link(hc, c);
-	nghttp2_session_set_stream_user_data(session, c->stream_id, c);
-	return 0;
-}
-
-/* `forwarded: for="1.2.3.4:5678"` or for=1.2.3.4 or for="[::1]:5". */
-static bool parse_forwarded(const uint8_t *v, size_t n, zr_ip_t *ip)
-{
-	char buf[128];
-	if (n >= sizeof(buf))
-		return false;
-	memcpy(buf, v, n);
-	buf[n] = '\0';
-	char *p = strcasestr(buf, "for=");
-	if (!p)
-		return false;
-	p += 4;
-	if (*p == '"')
-		p++;
-	char *end = p + strcspn(p, "\";,");
-	*end = '\0';
-	if (*p == '[') {
-		char *close = strchr(p, ']');
-		if (!close)
-			return false;
-		*close = '\0';
-		p++;
-	} else if (strchr(p, ':') == strrchr(p, ':') && strchr(p, ':')) {
-		*strchr(p, ':') = '\0';
-	}
-	return zr_ip_parse(p, ip) == 0;
-}
-
-static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
-		     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	zr_conn_t *c = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	if (!c || frame->hd.type != NGHTTP2_HEADERS)
-		return 0;
-	if (hc->server) {
-		if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
-			c->req_connect = valuelen == 7 && memcmp(value, "CONNECT", 7) == 0;
-		} else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
-			if (valuelen >= sizeof(c->authority)) {
-				c->req_bad = true;
-			} else {
-				memcpy(c->authority, value, valuelen);
-				c->authority[valuelen] = '\0';
-			}
-		} else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0) {
-			zr_ip_t ip;
-			if (parse_forwarded(value, valuelen, &ip)) {
-				c->authz_src_ip = ip;
-				c->has_forwarded = true;
-			}
-		}
-	} else if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-		unsigned st = 0;
-		for (size_t i = 0; i < valuelen && i < 3; i++)
-			st = st * 10 + (unsigned)(value[i] - '0');
-		c->status = (uint16_t)st;
-	}
-	return 0;
-}
-
-static void respond_ok(zr_h2conn_t *hc, zr_conn_t *c)
-{
-	nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
-	nghttp2_data_provider prd = {.source.ptr = c, .read_callback = data_read_cb};
-	c->status = 200;
-	nghttp2_submit_response(hc->h2, c->stream_id, nv, 1, &prd);
-	hc_flush(hc);
-}
-
-/* An error status: HEADERS with END_STREAM; on_frame_send then resets the
- * request side (a RST queued now would overtake the HEADERS). Touches no
- * connection object: the caller has already let go of it. */
-static void respond_error(zr_h2conn_t *hc, int32_t stream_id, unsigned status)
-{
-	char code[4];
-	snprintf(code, sizeof(code), "%u", status);
-	nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE}};
-	nghttp2_submit_response(hc->h2, stream_id, nv, 1, NULL);
-	hc_flush(hc);
-}
-
-static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_refuse_reason_t reason,
-			   const char *flags)
-{
-	zr_counter_add(&hc->w->stats.refused[reason], 1);
-	if (!c->metrics)
-		c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", flags, true);
-	if (c->metrics)
-		zr_counter_add(&c->metrics->failed, 1);
-	int32_t id = c->stream_id;
-	c->status = (uint16_t)status;
-	stream_unlink(c);
-	zr_conn_close(c, false);
-	zr_worker_conn_maybe_free(c);
-	respond_error(hc, id, status);
-}
-
-static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
-{
-	char a[ZR_ADDR_STRLEN];
-	const zr_state_t *st = &c->snap->cfg->state;
-	zr_ip_t ip;
-	uint16_t port;
-	if (!c->req_connect || c->req_bad || zr_addr_parse(c->authority, &c->upstream) < 0) {
-		zr_info("hbone", "stream %d from %s: malformed request (authority '%s')", c->stream_id,
-			zr_sockaddr_str(&hc->peer, a), c->authority);
-		refuse_inbound(hc, c, 400, ZR_REFUSE_BAD_REQUEST, "-");
-		return;
-	}
-	zr_sockaddr_to_ip(&c->upstream, &ip, &port);
-	c->dst_wl = zr_state_workload_by_ip(st, &ip);
-	c->src_wl = zr_state_workload_by_ip(st, &c->authz_src_ip);
-	if (!c->dst_wl || !c->dst_wl->local) {
-		zr_info("hbone", "stream %d: %s is no local workload", c->stream_id, c->authority);
-		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");
-		return;
-	}
-	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
-	if (!zr_flow_authorize(c, st, c->dst_wl, "hbone")) {
-		refuse_inbound(hc, c, 401, ZR_REFUSE_DENIED, "DENY");
-		return;
-	}
-	c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", "-", true);
-	c->state = ZR_CONN_CONNECTING;
-	zr_flow_connect_upstream(c);
-}
-
-void zr_hbone_upstream_connected(zr_conn_t *c, int res)
-{
-	zr_h2conn_t *hc = c->h2;
-	if (!hc) {
-		zr_conn_close(c, true);
-		return;
-	}
-	if (res < 0) {
-		char a[ZR_ADDR_STRLEN];
-		bool timeout = res == -ECANCELED || res == -ETIMEDOUT;
-		zr_info("hbone", "stream %d: connect to %s failed: %s", c->stream_id, zr_sockaddr_str(&c->upstream, a),
-			timeout ? "connect timeout" : strerror(-res));
-		refuse_inbound(hc, c, 503, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED, "CONNECT");
-		return;
-	}
-	if (c->metrics)
-		zr_counter_add(&c->metrics->opened, 1);
-	c->state = ZR_CONN_RELAY;
-	c->up.recv_op.cb = tcp_recv_cb;
-	c->up.send_op.cb = tcp_send_cb;
-	respond_ok(hc, c);
-	zr_relay_arm_recv(&c->up);
-	tcp_send_next(c);
-}
-
-static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
-{
-	if (c->state != ZR_CONN_CONNECTING)
-		return;
-	if (c->status == 200) {
-		c->state = ZR_CONN_RELAY;
-		if (c->metrics)
-			zr_counter_add(&c->metrics->opened, 1);
-		if (c->kind == ZR_LISTENER_SOCKS5)
-			zr_flow_socks5_reply(c, ZR_SOCKS5_OK, NULL);
-		zr_relay_arm_recv(c->tcp);
-		if (c->hs_len && c->h2_deferred) {
-			c->h2_deferred = false;
-			nghttp2_session_resume_data(hc->h2, c->stream_id);
-		}
-		tcp_send_next(c);
-		zr_worker_conn_maybe_free(c);
-		return;
-	}
-	zr_info("hbone", "conn %llu: CONNECT %s answered %u by %s", (unsigned long long)c->id, c->authority, c->status,
-		hc->peer_id ? hc->peer_id : "?");
-	if (c->metrics)
-		zr_counter_add(&c->metrics->failed, 1);
-	zr_flow_refuse(c, c->status == 401 ? ZR_REFUSE_DENIED : ZR_REFUSE_CONNECT_FAILED,
-		       c->status == 401 ? ZR_SOCKS5_NOT_ALLOWED
-		       : c->status == 503 ? ZR_SOCKS5_HOST_UNREACHABLE
-					  : ZR_SOCKS5_GENERAL_FAILURE);
-	zr_worker_conn_maybe_free(c);
-}
-
-static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	zr_conn_t *c = frame->hd.stream_id ? nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) : NULL;
-	switch (frame->hd.type) {
-	case NGHTTP2_HEADERS:
-		if (!c)
-			break;
-		if (hc->server && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
-		    (frame->hd.flags & NGHTTP2_FLAG_END_HEADERS) && c->state == ZR_CONN_HANDSHAKE)
-			handle_connect(hc, c);
-		else if (!hc->server && frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
-			handle_response(hc, c);
-		if (c && c->h2 && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
-			c->h2_eof_in = true;
-		break;
-	case NGHTTP2_DATA:
-		if (c && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-			c->h2_eof_in = true;
-			if (!c->txq_head && c->state == ZR_CONN_RELAY)
-				zr_relay_shut_wr(c->tcp);
-		}
-		break;
-	case NGHTTP2_GOAWAY:
-		hc->goaway = true;
-		break;
-	case NGHTTP2_PING:
-		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
-			hc->ping_sent_ns = 0;
-		break;
-	default:
-		break;
-	}
-	return 0;
-}
-
-static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
-			 void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	/* The connection window reopens at once; only the stream's waits for
-	 * its socket, so one slow reader cannot stall the others. */
-	nghttp2_session_consume_connection(session, len);
-	zr_conn_t *c = nghttp2_session_get_stream_user_data(session, stream_id);
-	if (!c || c->state == ZR_CONN_CLOSING)
-		return 0;
-	zr_worker_t *w = hc->w;
-	zr_pblock_t *b = w->pblock;
-	/* nghttp2 hands DATA payloads out of the buffer given to mem_recv,
-	 * which is the decryption block: keep a slice of it, growing the
-	 * last slice when the bytes follow on. */
-	if (!b || data < b->data || data + len > b->data + ZR_PBLOCK_SIZE) {
-		zr_conn_close(c, true);
-		zr_worker_conn_maybe_free(c);
-		return 0;
-	}
-	zr_slice_t *last = c->txq_tail;
-	if (last && last->blk == b && last->p + last->len == data) {
-		last->len += (uint32_t)len;
-	} else {
-		zr_slice_t *sl = slice_get(w);
-		if (!sl) {
-			zr_conn_close(c, true);
-			zr_worker_conn_maybe_free(c);
-			return 0;
-		}
-		sl->blk = b;
-		b->refs++;
-		sl->p = data;
-		sl->len = (uint32_t)len;
-		sl->off = 0;
-		if (last)
-			last->next = sl;
-		else
-			c->txq_head = sl;
-		c->txq_tail = sl;
-	}
-	c->txq_bytes += (uint32_t)len;
-	tcp_send_next(c);
-	zr_worker_conn_maybe_free(c);
-	return 0;
-}
-
-static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
-{
-	zr_conn_t *c = nghttp2_session_get_stream_user_data(session, stream_id);
-	if (!c)
-		return 0;
-	stream_unlink(c);
-	if (error_code != NGHTTP2_NO_ERROR || c->state != ZR_CONN_RELAY) {
-		if (c->state == ZR_CONN_CONNECTING && c->kind == ZR_LISTENER_SOCKS5)
-			zr_flow_socks5_reply(c, ZR_SOCKS5_GENERAL_FAILURE, NULL);
-		if (c->state == ZR_CONN_CONNECTING && c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
-		zr_conn_close(c, true);
-	} else if (!c->txq_head) {
-		zr_conn_close(c, false);
-	}
-	zr_worker_conn_maybe_free(c);
-	return 0;
-}
-
-/* DATA frames as large as the peer allows (up to MAX_FRAME): fewer frames,
- * fewer 9-byte header records, less per-frame work on both sides. A peer
- * that keeps the default 16 KiB gets 16 KiB frames. */
-static ssize_t read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t stream_id,
-			      int32_t session_window, int32_t stream_window, uint32_t remote_max_frame_size,
-			      void *user_data)
-{
-	ssize_t n = remote_max_frame_size < MAX_FRAME ? (ssize_t)remote_max_frame_size : MAX_FRAME;
-	if (n > session_window)
-		n = session_window;
-	if (n > stream_window)
-		n = stream_window;
-	return n > 0 ? n : 1;
-}
-
-/* A refusal (response HEADERS ending the stream) has gone out: end the
- * request side too, whatever the client still sends. */
-static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
-{
-	zr_h2conn_t *hc = user_data;
-	if (hc->server && frame->hd.type == NGHTTP2_HEADERS && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-	    nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
-		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
-	return 0;
-}
-
-static nghttp2_session_callbacks *shared_callbacks;
-
-static void init_callbacks(void)
-{
-	nghttp2_session_callbacks *cbs;
-	if (nghttp2_session_callbacks_new(&cbs) != 0)
-		return;
-	nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
-	nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-	nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
-	shared_callbacks = cbs;
-}
-
-static int start_session(zr_h2conn_t *hc)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, init_callbacks);
-	if (!shared_callbacks)
-		return -ENOMEM;
-	nghttp2_option *opt;
-	if (nghttp2_option_new(&opt) != 0)
-		return -ENOMEM;
-	/* Windows reopen as sockets take the bytes (on_data_chunk,
-	 * tcp_send_cb), not when nghttp2 has parsed them. */
-	nghttp2_option_set_no_auto_window_update(opt, 1);
-	nghttp2_option_set_max_outbound_ack(opt, 1000);
-	/* nghttp2 tears a connection down past 1000 incoming RST_STREAMs plus
-	 * 33/s (the rapid-reset defence). An HBONE peer is an authenticated node
-	 * relaying many pods, whose clients legitimately reset thousands of
-	 * connections a second; keep the defence, at a rate such a node can
-	 * reach. */
-	nghttp2_option_set_stream_reset_rate_limit(opt, 20000, 20000);
-	int rv = hc->server ? nghttp2_session_server_new2(&hc->h2, shared_callbacks, hc, opt)
-			    : nghttp2_session_client_new2(&hc->h2, shared_callbacks, hc, opt);
-	nghttp2_option_del(opt);
-	if (rv != 0)
-		return -ENOMEM;
-	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, hc_cfg(hc)->pool_max_streams_per_connection},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-		{NGHTTP2_SETTINGS_MAX_FRAME_SIZE, MAX_FRAME},
-		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-	};
-	nghttp2_submit_settings(hc->h2, NGHTTP2_FLAG_NONE, iv, hc->server ? 3 : 4);
-	nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
-	return 0;
-}
 
 /* --- h2conn I/O --- */
 
@@ -811,14 +44,14 @@ static void hc_start_send(zr_h2conn_t *hc)
 	if (!len)
 		return;
 	if (zr_io_send(hc->w->io, &hc->send_op, hc->fd, p, len) < 0) {
-		hc_close(hc, "send");
+		zr_hbone_close_conn(hc, "send");
 		return;
 	}
 	hc->send_busy = true;
 	hc->inflight++;
 }
 
-static void hc_flush(zr_h2conn_t *hc)
+void zr_hbone_flush(zr_h2conn_t *hc)
 {
 	if (hc->closing)
 		return;
@@ -832,14 +65,14 @@ static void hc_flush(zr_h2conn_t *hc)
 		hc->depth--;
 		hc->want_flush = false;
 		if (rv != 0) {
-			hc_close(hc, nghttp2_strerror(rv));
+			zr_hbone_close_conn(hc, nghttp2_strerror(rv));
 			return;
 		}
 	}
 	hc_start_send(hc);
 	if (hc->h2 && !nghttp2_session_want_read(hc->h2) && !nghttp2_session_want_write(hc->h2) &&
 	    !zr_tls_out_pending(hc->tls))
-		hc_close(hc, NULL);
+		zr_hbone_close_conn(hc, NULL);
 }
 
 static void hc_send_cb(zr_io_op_t *op, int res, unsigned flags)
@@ -852,12 +85,12 @@ static void hc_send_cb(zr_io_op_t *op, int res, unsigned flags)
 		return;
 	}
 	if (res <= 0) {
-		hc_close(hc, res ? strerror(-res) : "send");
+		zr_hbone_close_conn(hc, res ? strerror(-res) : "send");
 		hc_maybe_free(hc);
 		return;
 	}
 	zr_tls_out_consume(hc->tls, (size_t)res);
-	hc_flush(hc);
+	zr_hbone_flush(hc);
 	hc_maybe_free(hc);
 }
 
@@ -882,10 +115,9 @@ static void tls_failed(zr_h2conn_t *hc, int err)
 	size_t len = zr_tls_out_peek(hc->tls, &p);
 	if (len && !hc->send_busy)
 		(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	hc_close(hc, NULL);
+	zr_hbone_close_conn(hc, NULL);
 }
 
-static void submit_request(zr_h2conn_t *hc, zr_conn_t *c);
 
 static void hc_process_input(zr_h2conn_t *hc)
 {
@@ -903,22 +135,22 @@ static void hc_process_input(zr_h2conn_t *hc)
 		hc->handshaking = false;
 		if (strcmp(zr_tls_alpn(hc->tls), "h2") != 0) {
 			zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_PROTOCOL], 1);
-			hc_close(hc, "peer did not agree on ALPN h2");
+			zr_hbone_close_conn(hc, "peer did not agree on ALPN h2");
 			return;
 		}
 		hc->peer_id = strdup(zr_tls_peer_id(hc->tls));
-		if (!hc->peer_id || start_session(hc) < 0) {
-			hc_close(hc, "out of memory");
+		if (!hc->peer_id || zr_hbone_start_session(hc) < 0) {
+			zr_hbone_close_conn(hc, "out of memory");
 			return;
 		}
 		for (zr_conn_t *c = hc->streams; c; c = c->h2_next)
 			if (c->stream_id == 0)
-				submit_request(hc, c);
+				zr_hbone_submit_request(hc, c);
 	}
 	for (;;) {
-		zr_pblock_t *b = pblock_cursor(w);
+		zr_pblock_t *b = zr_hbone_decrypt_block(w);
 		if (!b) {
-			hc_close(hc, "out of memory");
+			zr_hbone_close_conn(hc, "out of memory");
 			return;
 		}
 		uint8_t *dst = b->data + b->used;
@@ -926,11 +158,11 @@ static void hc_process_input(zr_h2conn_t *hc)
 		if (n == -EAGAIN)
 			break;
 		if (n == 0) {
-			hc_close(hc, NULL); /* close_notify */
+			zr_hbone_close_conn(hc, NULL); /* close_notify */
 			return;
 		}
 		if (n < 0) {
-			hc_close(hc, zr_tls_error(hc->tls));
+			zr_hbone_close_conn(hc, zr_tls_error(hc->tls));
 			return;
 		}
 		hc->depth++;
@@ -949,13 +181,13 @@ static void hc_process_input(zr_h2conn_t *hc)
 			size_t len = zr_tls_out_peek(hc->tls, &p);
 			if (len && !hc->send_busy)
 				(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-			hc_close(hc, NULL);
+			zr_hbone_close_conn(hc, NULL);
 			return;
 		}
 		if (hc->closing)
 			return;
 	}
-	hc_flush(hc);
+	zr_hbone_flush(hc);
 }
 
 static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
@@ -976,13 +208,13 @@ static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			zr_tls_lend(hc->tls, zr_io_buf_addr(w->io, bid), (size_t)res);
 			hc_process_input(hc);
 			if (zr_tls_unlend(hc->tls) < 0)
-				hc_close(hc, "out of memory");
+				zr_hbone_close_conn(hc, "out of memory");
 		}
 		zr_io_buf_release(w->io, bid);
 		if (final && !hc->closing)
 			hc_arm_recv(hc);
 	} else if (res == 0) {
-		hc_close(hc, hc->handshaking ? "peer closed during the handshake" : NULL);
+		zr_hbone_close_conn(hc, hc->handshaking ? "peer closed during the handshake" : NULL);
 	} else if (res == -ENOBUFS) {
 		zr_counter_add(&w->stats.recv_nobufs, 1);
 		if (!hc->starved && !hc->closing) {
@@ -991,7 +223,7 @@ static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			w->h2_starved = hc;
 		}
 	} else if (res != -ECANCELED) {
-		hc_close(hc, strerror(-res));
+		zr_hbone_close_conn(hc, strerror(-res));
 	}
 	hc_maybe_free(hc);
 }
@@ -1001,7 +233,7 @@ static void hc_arm_recv(zr_h2conn_t *hc)
 	if (hc->recv_armed || hc->closing || hc->starved)
 		return;
 	if (zr_io_recv(hc->w->io, &hc->recv_op, hc->fd) < 0) {
-		hc_close(hc, "recv");
+		zr_hbone_close_conn(hc, "recv");
 		return;
 	}
 	hc->recv_armed = true;
@@ -1057,7 +289,7 @@ static void pool_remove(zr_h2conn_t *hc)
 	hc->in_pool = false;
 }
 
-static void hc_close(zr_h2conn_t *hc, const char *why)
+void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 {
 	if (hc->closing)
 		return;
@@ -1070,7 +302,7 @@ static void hc_close(zr_h2conn_t *hc, const char *why)
 	/* Every stream of a dead connection fails; nothing else does. */
 	while (hc->streams) {
 		zr_conn_t *c = hc->streams;
-		stream_unlink(c);
+		zr_hbone_stream_unlink(c);
 		if (c->state == ZR_CONN_CONNECTING && !c->inbound_hbone) {
 			if (c->metrics)
 				zr_counter_add(&c->metrics->failed, 1);
@@ -1118,53 +350,6 @@ static void hc_maybe_free(zr_h2conn_t *hc)
 	free(hc);
 }
 
-/* --- client side --- */
-
-static void b64url_hex(uint64_t *state, char *out, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		*state ^= *state << 13;
-		*state ^= *state >> 7;
-		*state ^= *state << 17;
-		out[i] = hex[*state & 15];
-	}
-	out[n] = '\0';
-}
-
-static void submit_request(zr_h2conn_t *hc, zr_conn_t *c)
-{
-	char fwd[96], baggage[512], trace[64], a[ZR_ADDR_STRLEN];
-	zr_sockaddr_str(&c->upstream, c->authority);
-	snprintf(fwd, sizeof(fwd), "for=\"%s\"", zr_sockaddr_str(&c->peer, a));
-	const zr_workload_t *s = c->src_wl;
-	snprintf(baggage, sizeof(baggage),
-		 "k8s.cluster.name=%s,k8s.namespace.name=%s,k8s.pod.name=%s,service.name=%s,service.version=%s",
-		 s->cluster_id, s->namespace_, s->name, *s->canonical_name ? s->canonical_name : s->name,
-		 *s->canonical_revision ? s->canonical_revision : "latest");
-	char tid[33], sid[17];
-	b64url_hex(&hc->w->prng, tid, 32);
-	b64url_hex(&hc->w->prng, sid, 16);
-	snprintf(trace, sizeof(trace), "00-%s-%s-01", tid, sid);
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
-	nghttp2_nv nv[] = {
-		NV(":method", "CONNECT"), NV(":authority", c->authority), NV("forwarded", fwd),
-		NV("baggage", baggage),	  NV("traceparent", trace),
-	};
-#undef NV
-	nghttp2_data_provider prd = {.source.ptr = c, .read_callback = data_read_cb};
-	int32_t id = nghttp2_submit_request(hc->h2, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prd, c);
-	if (id < 0) {
-		stream_unlink(c);
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
-		zr_flow_refuse(c, ZR_REFUSE_CONNECT_FAILED, ZR_SOCKS5_GENERAL_FAILURE);
-		zr_worker_conn_maybe_free(c);
-		return;
-	}
-	c->stream_id = id;
-}
-
 static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 {
 	zr_h2conn_t *hc = container_of(op, zr_h2conn_t, connect_op);
@@ -1174,7 +359,7 @@ static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		return;
 	}
 	if (res < 0) {
-		hc_close(hc, res == -ECANCELED ? "connect timeout" : strerror(-res));
+		zr_hbone_close_conn(hc, res == -ECANCELED ? "connect timeout" : strerror(-res));
 		hc_maybe_free(hc);
 		return;
 	}
@@ -1188,7 +373,7 @@ static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 	hc->tls = zr_tls_new(hc->snap->ids, hc->identity, false, &pol, err, sizeof(err));
 	if (!hc->tls) {
 		zr_counter_add(&hc->w->stats.tls_failures[ZR_TLS_FAIL_NO_IDENTITY], 1);
-		hc_close(hc, err);
+		zr_hbone_close_conn(hc, err);
 		hc_maybe_free(hc);
 		return;
 	}
@@ -1257,7 +442,7 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 		for (size_t i = 0; i < c->svc->n_subject_alt_names && hc->n_allowed < 8; i++)
 			hc->allowed[hc->n_allowed++] = strdup(c->svc->subject_alt_names[i]);
 	if (!hc->identity || !hc->pool_key) {
-		hc_close(hc, "out of memory");
+		zr_hbone_close_conn(hc, "out of memory");
 		hc_maybe_free(hc);
 		return NULL;
 	}
@@ -1265,7 +450,7 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 	w->pool[h & w->pool_mask] = hc;
 	hc->in_pool = true;
 	if (zr_io_connect(w->io, &hc->connect_op, fd, &dst, hc_cfg(hc)->connect_timeout_ms * 1000000ull) < 0) {
-		hc_close(hc, "connect");
+		zr_hbone_close_conn(hc, "connect");
 		hc_maybe_free(hc);
 		return NULL;
 	}
@@ -1295,12 +480,12 @@ void zr_hbone_connect(zr_conn_t *c)
 		return;
 	}
 	c->state = ZR_CONN_CONNECTING;
-	bridge(c, &c->down);
+	zr_hbone_bridge(c, &c->down);
 	c->stream_id = 0;
-	stream_link(hc, c);
+	zr_hbone_stream_link(hc, c);
 	if (hc->h2) {
-		submit_request(hc, c);
-		hc_flush(hc);
+		zr_hbone_submit_request(hc, c);
+		zr_hbone_flush(hc);
 	}
 }
 
@@ -1331,7 +516,7 @@ void zr_hbone_accepted(zr_listener_t *l, int fd)
 		identity = zr_identity_store_info(hc->snap->ids, 0)->identity;
 	if (!identity || !hc->snap->ids) {
 		zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_NO_IDENTITY], 1);
-		hc_close(hc, "no local workload identity for this address");
+		zr_hbone_close_conn(hc, "no local workload identity for this address");
 		hc_maybe_free(hc);
 		return;
 	}
@@ -1341,7 +526,7 @@ void zr_hbone_accepted(zr_listener_t *l, int fd)
 	if (!hc->tls) {
 		zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_NO_IDENTITY], 1);
 		zr_warn("hbone", "connection from %s: %s", zr_sockaddr_str(&hc->peer, a), err);
-		hc_close(hc, NULL);
+		zr_hbone_close_conn(hc, NULL);
 		hc_maybe_free(hc);
 		return;
 	}
@@ -1359,18 +544,18 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			continue;
 		if ((hc->connecting || hc->handshaking) && now - hc->created_ns > HANDSHAKE_TIMEOUT_NS) {
 			zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_TIMEOUT], 1);
-			hc_close(hc, "handshake timeout");
+			zr_hbone_close_conn(hc, "handshake timeout");
 		} else if (hc->h2 && hc->ping_sent_ns && now - hc->last_rx_ns > PING_DEAD_NS) {
-			hc_close(hc, "no answer to PING for 20 s");
+			zr_hbone_close_conn(hc, "no answer to PING for 20 s");
 		} else if (hc->h2 && !hc->ping_sent_ns && now - hc->last_rx_ns > PING_IDLE_NS) {
 			nghttp2_submit_ping(hc->h2, NGHTTP2_FLAG_NONE, NULL);
 			hc->ping_sent_ns = now;
-			hc_flush(hc);
+			zr_hbone_flush(hc);
 		} else if (!hc->server && hc->h2 && hc->n_streams == 0 &&
 			   now - hc->idle_since_ns > hc_cfg(hc)->pool_idle_timeout_ms * 1000000ull) {
 			nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
-			hc_flush(hc);
-			hc_close(hc, NULL);
+			zr_hbone_flush(hc);
+			zr_hbone_close_conn(hc, NULL);
 		}
 		hc_maybe_free(hc);
 	}
@@ -1385,27 +570,14 @@ void zr_hbone_drain(zr_worker_t *w)
 		pool_remove(hc);
 		if (hc->server && hc->h2) {
 			nghttp2_submit_shutdown_notice(hc->h2);
-			hc_flush(hc);
+			zr_hbone_flush(hc);
 		}
 	}
 }
 
 void zr_hbone_free_memory(zr_worker_t *w)
 {
-	if (w->pblock) {
-		pblock_unref(w, w->pblock);
-		w->pblock = NULL;
-	}
-	while (w->free_pblocks) {
-		zr_pblock_t *b = w->free_pblocks;
-		w->free_pblocks = b->next_free;
-		free(b);
-	}
-	while (w->free_slices) {
-		zr_slice_t *sl = w->free_slices;
-		w->free_slices = sl->next;
-		free(sl);
-	}
+	zr_hbone_free_blocks(w);
 	free(w->pool);
 	w->pool = NULL;
 }
@@ -1414,7 +586,7 @@ void zr_hbone_close_all(zr_worker_t *w)
 {
 	for (zr_h2conn_t *hc = w->h2conns, *next; hc; hc = next) {
 		next = hc->next;
-		hc_close(hc, NULL);
+		zr_hbone_close_conn(hc, NULL);
 		hc_maybe_free(hc);
 	}
 }

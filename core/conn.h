@@ -89,20 +89,20 @@ struct zr_conn {
 	zr_conn_t *h2_prev, *h2_next; /* streams (or pending requests) of h2 */
 	zr_relay_side_t *tcp;
 	int32_t stream_id;
-	uint16_t status;	       /* HTTP status sent or received */
-	uint16_t h2q_head, h2q_tail;   /* TCP bytes (buffer ids) for DATA frames */
+	uint16_t status;	     /* HTTP status sent or received */
+	uint16_t h2q_head, h2q_tail; /* TCP bytes (buffer ids) for DATA frames */
 	uint32_t h2q_off, h2q_bytes;
 	zr_slice_t *txq_head, *txq_tail; /* stream bytes for the TCP socket */
 	uint32_t txq_bytes;
-	bool h2_eof_in;		       /* END_STREAM received */
-	bool h2_deferred;	       /* the data provider is waiting for TCP bytes */
+	bool h2_eof_in;	  /* END_STREAM received */
+	bool h2_deferred; /* the data provider is waiting for TCP bytes */
 	bool inbound_hbone;
-	bool req_connect;	       /* server: :method was CONNECT */
-	bool req_bad;		       /* server: a header was unacceptable */
-	char *peer_id;		       /* verified SPIFFE ID of the HBONE peer (owned) */
-	zr_ip_t authz_src_ip;	       /* source address used for authorization */
-	bool has_forwarded;	       /* server: `forwarded: for=` gave authz_src_ip */
-	char authority[64];	       /* server: the CONNECT target as received */
+	bool req_connect;     /* server: :method was CONNECT */
+	bool req_bad;	      /* server: a header was unacceptable */
+	char *peer_id;	      /* verified SPIFFE ID of the HBONE peer (owned) */
+	zr_ip_t authz_src_ip; /* source address used for authorization */
+	bool has_forwarded;   /* server: `forwarded: for=` gave authz_src_ip */
+	char authority[64];   /* server: the CONNECT target as received */
 };
 
 /* Connections are allocated by blocks and recycled through a free list. */

@@ -26,7 +26,7 @@
 #include "io/strbuf.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define ZR_SO_MARK 1337
+#define ZR_SO_MARK			1337
 /* From linux/netfilter_ipv4.h and ip6_tables.h, which clash with netinet/in.h. */
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
@@ -103,7 +103,8 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 			zr_sockaddr_str(&c->upstream, a), timeout ? "connect timeout" : strerror(-res));
 		if (c->metrics)
 			zr_counter_add(&c->metrics->failed, 1);
-		zr_flow_refuse(c, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED, socks5_code_for(-res));
+		zr_flow_refuse(c, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED,
+			       socks5_code_for(-res));
 		zr_worker_conn_maybe_free(c);
 		return;
 	}
@@ -168,8 +169,10 @@ void zr_flow_connect_upstream(zr_conn_t *c)
 	int mark = ZR_SO_MARK, one = 1;
 	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 && !w->mark_warned) {
 		w->mark_warned = 1;
-		zr_warn("flow", "SO_MARK %d refused (%s): capture rules can't exempt zring's own traffic "
-				"(needs CAP_NET_ADMIN)", mark, strerror(errno));
+		zr_warn("flow",
+			"SO_MARK %d refused (%s): capture rules can't exempt zring's own traffic "
+			"(needs CAP_NET_ADMIN)",
+			mark, strerror(errno));
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (c->inbound_hbone) {
@@ -195,8 +198,8 @@ void zr_flow_connect_upstream(zr_conn_t *c)
 static int resolve(zr_conn_t *c, const zr_ip_t *ip, const char *hostname, uint16_t port)
 {
 	const zr_state_t *st = &cfg_of(c)->state;
-	const zr_service_t *svc = hostname ? zr_state_service_by_hostname(st, hostname)
-					   : zr_state_service_by_vip(st, ip);
+	const zr_service_t *svc =
+		hostname ? zr_state_service_by_hostname(st, hostname) : zr_state_service_by_vip(st, ip);
 	if (hostname && !svc)
 		return ZR_REFUSE_NO_ROUTE + 1;
 	if (svc) {
@@ -343,9 +346,9 @@ bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_worklo
 
 static void socks5_fail(zr_conn_t *c, int err)
 {
-	uint8_t code = err == -ENOTSUP ? ZR_SOCKS5_CMD_UNSUPPORTED
-		       : err == -EAFNOSUPPORT ? ZR_SOCKS5_ATYP_UNSUPPORTED
-					      : 0;
+	uint8_t code = err == -ENOTSUP	    ? ZR_SOCKS5_CMD_UNSUPPORTED :
+		       err == -EAFNOSUPPORT ? ZR_SOCKS5_ATYP_UNSUPPORTED :
+					      0;
 	if (err == -EACCES) {
 		uint8_t no_method[2] = {5, 0xff};
 		ssize_t w = send(c->down.fd, no_method, 2, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -546,7 +549,6 @@ void zr_conn_dump(const zr_conn_t *c, zr_strbuf_t *out)
 	zr_strbuf_puts(out, ",\"dstService\":");
 	zr_strbuf_json_str(out, c->svc ? c->svc->hostname : NULL);
 	zr_strbuf_printf(out, ",\"state\":\"%s\",\"bytesUp\":%llu,\"bytesDown\":%llu,\"ageMs\":%llu}",
-			 state_name(c->state), (unsigned long long)c->down.bytes_in,
-			 (unsigned long long)c->up.bytes_in,
+			 state_name(c->state), (unsigned long long)c->down.bytes_in, (unsigned long long)c->up.bytes_in,
 			 (unsigned long long)((zr_now_ns() - c->start_ns) / 1000000ull));
 }

@@ -9,14 +9,14 @@
 #include "crypto/tls.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define HBONE_PORT 15008
-#define TLS_OUT_HIGH (1u << 20)
-#define STREAM_WINDOW (4u << 20)
-#define CONN_WINDOW (16u << 20)
-#define HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
-#define PING_IDLE_NS (10ull * 1000000000ull)
-#define PING_DEAD_NS (20ull * 1000000000ull)
-#define MAX_FRAME (256 * 1024)
+#define HBONE_PORT			15008
+#define TLS_OUT_HIGH			(1u << 20)
+#define STREAM_WINDOW			(4u << 20)
+#define CONN_WINDOW			(16u << 20)
+#define HANDSHAKE_TIMEOUT_NS		(10ull * 1000000000ull)
+#define PING_IDLE_NS			(10ull * 1000000000ull)
+#define PING_DEAD_NS			(20ull * 1000000000ull)
+#define MAX_FRAME			(256 * 1024)
 
 struct zr_h2conn {
 	zr_io_op_t recv_op, send_op, connect_op;

@@ -118,7 +118,6 @@ static void tls_failed(zr_h2conn_t *hc, int err)
 	zr_hbone_close_conn(hc, NULL);
 }
 
-
 static void hc_process_input(zr_h2conn_t *hc)
 {
 	zr_worker_t *w = hc->w;
@@ -295,8 +294,8 @@ void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 		return;
 	char a[ZR_ADDR_STRLEN];
 	if (why)
-		zr_info("hbone", "connection %s %s closed: %s", hc->server ? "from" : "to", zr_sockaddr_str(&hc->peer, a),
-			why);
+		zr_info("hbone", "connection %s %s closed: %s", hc->server ? "from" : "to",
+			zr_sockaddr_str(&hc->peer, a), why);
 	hc->closing = true;
 	pool_remove(hc);
 	/* Every stream of a dead connection fails; nothing else does. */

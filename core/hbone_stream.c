@@ -232,8 +232,7 @@ static void tcp_send_cb(zr_io_op_t *op, int res, unsigned flags)
 		slice_put(w, sl);
 	}
 	if (c->metrics)
-		zr_counter_add(c->inbound_hbone ? &c->metrics->received_bytes : &c->metrics->sent_bytes,
-			       (uint64_t)res);
+		zr_counter_add(c->inbound_hbone ? &c->metrics->received_bytes : &c->metrics->sent_bytes, (uint64_t)res);
 	zr_counter_add(c->inbound_hbone ? &w->stats.relay_bytes_up : &w->stats.relay_bytes_down, (uint64_t)res);
 	if (c->h2 && c->stream_id > 0) {
 		/* The socket took the bytes: reopen the stream's window. */
@@ -472,8 +471,7 @@ static void respond_error(zr_h2conn_t *hc, int32_t stream_id, unsigned status)
 	zr_hbone_flush(hc);
 }
 
-static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_refuse_reason_t reason,
-			   const char *flags)
+static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_refuse_reason_t reason, const char *flags)
 {
 	zr_counter_add(&hc->w->stats.refused[reason], 1);
 	if (!c->metrics)
@@ -567,9 +565,9 @@ static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
 	if (c->metrics)
 		zr_counter_add(&c->metrics->failed, 1);
 	zr_flow_refuse(c, c->status == 401 ? ZR_REFUSE_DENIED : ZR_REFUSE_CONNECT_FAILED,
-		       c->status == 401 ? ZR_SOCKS5_NOT_ALLOWED
-		       : c->status == 503 ? ZR_SOCKS5_HOST_UNREACHABLE
-					  : ZR_SOCKS5_GENERAL_FAILURE);
+		       c->status == 401 ? ZR_SOCKS5_NOT_ALLOWED :
+		       c->status == 503 ? ZR_SOCKS5_HOST_UNREACHABLE :
+					  ZR_SOCKS5_GENERAL_FAILURE);
 	zr_worker_conn_maybe_free(c);
 }
 
@@ -678,9 +676,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 /* DATA frames as large as the peer allows (up to MAX_FRAME): fewer frames,
  * fewer 9-byte header records, less per-frame work on both sides. A peer
  * that keeps the default 16 KiB gets 16 KiB frames. */
-static ssize_t read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t stream_id,
-			      int32_t session_window, int32_t stream_window, uint32_t remote_max_frame_size,
-			      void *user_data)
+static ssize_t read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t stream_id, int32_t session_window,
+			      int32_t stream_window, uint32_t remote_max_frame_size, void *user_data)
 {
 	ssize_t n = remote_max_frame_size < MAX_FRAME ? (ssize_t)remote_max_frame_size : MAX_FRAME;
 	if (n > session_window)
@@ -739,8 +736,8 @@ int zr_hbone_start_session(zr_h2conn_t *hc)
 	 * connections a second; keep the defence, at a rate such a node can
 	 * reach. */
 	nghttp2_option_set_stream_reset_rate_limit(opt, 20000, 20000);
-	int rv = hc->server ? nghttp2_session_server_new2(&hc->h2, shared_callbacks, hc, opt)
-			    : nghttp2_session_client_new2(&hc->h2, shared_callbacks, hc, opt);
+	int rv = hc->server ? nghttp2_session_server_new2(&hc->h2, shared_callbacks, hc, opt) :
+			      nghttp2_session_client_new2(&hc->h2, shared_callbacks, hc, opt);
 	nghttp2_option_del(opt);
 	if (rv != 0)
 		return -ENOMEM;
@@ -754,7 +751,6 @@ int zr_hbone_start_session(zr_h2conn_t *hc)
 	nghttp2_session_set_local_window_size(hc->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
 	return 0;
 }
-
 
 static void b64url_hex(uint64_t *state, char *out, size_t n)
 {

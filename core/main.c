@@ -24,7 +24,7 @@
 #include "io/log.h"
 
 #define EXIT_BAD_CONFIG 1
-#define EXIT_RUNTIME 2
+#define EXIT_RUNTIME	2
 
 static void usage(FILE *f)
 {
@@ -121,8 +121,7 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 	    !same_listener(&cur->listeners.inbound_plaintext, &cfg->listeners.inbound_plaintext) ||
 	    !same_listener(&cur->listeners.admin, &cfg->listeners.admin) ||
 	    !same_listener(&cur->listeners.metrics, &cfg->listeners.metrics) ||
-	    !same_listener(&cur->listeners.readiness, &cfg->listeners.readiness) ||
-	    cur->workers != cfg->workers)
+	    !same_listener(&cur->listeners.readiness, &cfg->listeners.readiness) || cur->workers != cfg->workers)
 		zr_warn("main", "listener addresses and worker count take effect at the next restart");
 	zr_identity_store_t *ids = NULL;
 	if (load_identities(cfg, &ids, true) < 0) {
@@ -206,8 +205,8 @@ static int run(const char *path, const char *log_level)
 		return EXIT_RUNTIME;
 	}
 	const zr_config_t *c = zr_runtime_config(rt);
-	zr_info("main", "zring %s started: node %s, %u workers on %s, %zu workloads, %zu services", ZR_VERSION,
-		c->node, rt->n_workers, zr_io_uring_ops.name, c->state.n_workloads, c->state.n_services);
+	zr_info("main", "zring %s started: node %s, %u workers on %s, %zu workloads, %zu services", ZR_VERSION, c->node,
+		rt->n_workers, zr_io_uring_ops.name, c->state.n_workloads, c->state.n_services);
 
 	bool draining = false;
 	uint64_t drain_deadline = 0;

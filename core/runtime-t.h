@@ -15,7 +15,7 @@ typedef struct zr_old_snapshot {
 
 struct zr_runtime {
 	_Atomic(zr_snapshot_t *) current;
-	zr_snapshot_t *owned;	   /* the control thread's reference to current */
+	zr_snapshot_t *owned;	    /* the control thread's reference to current */
 	zr_old_snapshot_t *retired; /* waiting for workers to move past */
 	uint64_t epoch;
 	pthread_mutex_t cfg_lock;  /* control-side: reload vs. admin readers */

@@ -54,8 +54,8 @@ static int bind_listeners(zr_runtime_t *rt, const zr_config_t *cfg)
 		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (probe >= 0 && bind(probe, &wanted[i].cfg->addr.sa, wanted[i].cfg->addr.len) < 0) {
 			char a[ZR_ADDR_STRLEN];
-			zr_err("runtime", "can't listen on %s (listeners.%s): %s", zr_sockaddr_str(&wanted[i].cfg->addr, a),
-			       wanted[i].name, strerror(errno));
+			zr_err("runtime", "can't listen on %s (listeners.%s): %s",
+			       zr_sockaddr_str(&wanted[i].cfg->addr, a), wanted[i].name, strerror(errno));
 			close(probe);
 			return -1;
 		}

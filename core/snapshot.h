@@ -14,7 +14,7 @@
 struct zr_identity_store;
 
 typedef struct zr_snapshot {
-	zr_config_t *cfg; /* owned */
+	zr_config_t *cfg;	       /* owned */
 	struct zr_identity_store *ids; /* referenced; NULL when no identity is configured */
 	uint64_t epoch;
 	_Atomic unsigned refs;

@@ -10,11 +10,11 @@
 
 typedef _Atomic uint64_t zr_counter_t;
 
-#define zr_counter_add(c, n)                                                                         \
-	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) + (uint64_t)(n),     \
+#define zr_counter_add(c, n)                                                                        \
+	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) + (uint64_t)(n), \
 			      memory_order_relaxed)
-#define zr_counter_sub(c, n)                                                                         \
-	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) - (uint64_t)(n),     \
+#define zr_counter_sub(c, n)                                                                        \
+	atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) - (uint64_t)(n), \
 			      memory_order_relaxed)
 #define zr_counter_get(c) atomic_load_explicit((c), memory_order_relaxed)
 
@@ -24,7 +24,7 @@ typedef _Atomic uint64_t zr_counter_t;
  * while the process runs, so the control thread may walk the list at any time
  * (acquire load of the head). */
 typedef struct zr_tcp_metrics {
-	struct zr_tcp_metrics *next; /* published list (immutable once published) */
+	struct zr_tcp_metrics *next;	  /* published list (immutable once published) */
 	struct zr_tcp_metrics *hash_next; /* worker-private lookup chain */
 	uint32_t hash;
 	char *labels; /* Prometheus label body, escaped: reporter="source",source_workload="a",... */
@@ -68,18 +68,18 @@ extern const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT];
 
 typedef struct zr_worker_stats {
 	_Atomic(zr_tcp_metrics_t *) tcp_head;
-	zr_counter_t loop_turns;	 /* zring_worker_loop_iterations_total */
-	zr_counter_t completions;	 /* zring_worker_completions_total */
-	zr_counter_t accepted;		 /* zring_worker_accepted_total */
-	zr_counter_t connections_active; /* gauge: zring_worker_connections_active */
-	zr_counter_t relay_bytes_up;	 /* zring_worker_relay_bytes_total{direction="upstream"} */
-	zr_counter_t relay_bytes_down;	 /* ...{direction="downstream"} */
-	zr_counter_t buffers_in_use;	 /* gauge: zring_worker_buffers_in_use */
-	zr_counter_t buffers_total;	 /* gauge: zring_worker_buffers_registered */
-	zr_counter_t recv_nobufs;	 /* zring_worker_recv_buffer_exhausted_total */
+	zr_counter_t loop_turns;	  /* zring_worker_loop_iterations_total */
+	zr_counter_t completions;	  /* zring_worker_completions_total */
+	zr_counter_t accepted;		  /* zring_worker_accepted_total */
+	zr_counter_t connections_active;  /* gauge: zring_worker_connections_active */
+	zr_counter_t relay_bytes_up;	  /* zring_worker_relay_bytes_total{direction="upstream"} */
+	zr_counter_t relay_bytes_down;	  /* ...{direction="downstream"} */
+	zr_counter_t buffers_in_use;	  /* gauge: zring_worker_buffers_in_use */
+	zr_counter_t buffers_total;	  /* gauge: zring_worker_buffers_registered */
+	zr_counter_t recv_nobufs;	  /* zring_worker_recv_buffer_exhausted_total */
 	zr_counter_t backpressure_pauses; /* zring_worker_backpressure_pauses_total */
 	zr_counter_t refused[ZR_REFUSE__COUNT];
-	zr_counter_t config_epoch; /* gauge: zring_worker_config_epoch */
+	zr_counter_t config_epoch;	   /* gauge: zring_worker_config_epoch */
 	zr_counter_t hbone_client_conns;   /* gauge: zring_hbone_connections{role="client"} */
 	zr_counter_t hbone_server_conns;   /* gauge: zring_hbone_connections{role="server"} */
 	zr_counter_t hbone_streams_active; /* gauge: zring_hbone_streams_active */

@@ -15,11 +15,11 @@
 #include "io/io-t.h"
 
 /* Receive buffers per worker and per-direction backpressure thresholds. */
-#define ZR_BUF_SIZE (32u * 1024u)
-#define ZR_BUF_COUNT 1024u
+#define ZR_BUF_SIZE	    (32u * 1024u)
+#define ZR_BUF_COUNT	    1024u
 #define ZR_RELAY_HIGH_WATER (256u * 1024u) /* stop reading the source side */
-#define ZR_RELAY_LOW_WATER (64u * 1024u)   /* resume reading */
-#define ZR_BUF_NONE 0xffffu
+#define ZR_RELAY_LOW_WATER  (64u * 1024u)  /* resume reading */
+#define ZR_BUF_NONE	    0xffffu
 
 typedef struct zr_worker zr_worker_t;
 typedef struct zr_conn zr_conn_t;
@@ -77,24 +77,24 @@ struct zr_worker {
 	zr_snapshot_t *snap; /* current, referenced */
 	zr_bufmeta_t bufmeta[ZR_BUF_COUNT];
 	unsigned bufs_in_use;
-	zr_conn_t *conns;	 /* live connections (doubly linked) */
-	zr_conn_t *free_conns;	 /* free list */
+	zr_conn_t *conns;		   /* live connections (doubly linked) */
+	zr_conn_t *free_conns;		   /* free list */
 	struct zr_conn_block *conn_blocks; /* every block connections came from */
-	struct zr_relay_side *starved; /* relay sides waiting for receive buffers */
+	struct zr_relay_side *starved;	   /* relay sides waiting for receive buffers */
 	unsigned n_conns;
 	uint64_t next_conn_id;
-	uint32_t rr_counter;	 /* round-robin over service endpoints */
+	uint32_t rr_counter; /* round-robin over service endpoints */
 	zr_listener_t *listeners;
-	struct zr_h2conn *h2conns;	  /* every HBONE connection (client and server) */
-	struct zr_h2conn *h2_starved;	  /* HBONE connections waiting for receive buffers */
+	struct zr_h2conn *h2conns;    /* every HBONE connection (client and server) */
+	struct zr_h2conn *h2_starved; /* HBONE connections waiting for receive buffers */
 	zr_io_op_t hbone_tick_op;
 	bool hbone_tick_armed;
-	struct zr_h2conn **pool;	  /* client connections by pool key hash */
+	struct zr_h2conn **pool; /* client connections by pool key hash */
 	unsigned pool_mask;
 	struct zr_slice *free_slices;
 	struct zr_pblock *free_pblocks;
 	struct zr_pblock *pblock; /* where the next TLS record is decrypted */
-	uint64_t prng;			  /* traceparent ids */
+	uint64_t prng;		  /* traceparent ids */
 	uint64_t last_tick_ns;
 	bool draining, stopping;
 	bool rearm_accepts; /* an accept stopped on a resource error */
@@ -109,7 +109,7 @@ struct zr_worker {
 
 	/* identity */
 	unsigned index;
-	int cpu;	/* pinned CPU, -1 if not pinned */
+	int cpu; /* pinned CPU, -1 if not pinned */
 	int numa_node;
 	unsigned arena; /* jemalloc arena of the node */
 	pthread_t thread;

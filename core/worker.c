@@ -24,7 +24,7 @@
 #include "io/log.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-#define LOOP_WAIT_NS (1000ull * 1000000ull)
+#define LOOP_WAIT_NS			(1000ull * 1000000ull)
 
 void zr_worker_free_memory(zr_worker_t *w)
 {
@@ -260,7 +260,8 @@ static void sync_workload_listeners(zr_worker_t *w)
 			for (size_t j = 0; j < wl->n_ips; j++) {
 				zr_sockaddr_t sa;
 				zr_sockaddr_from_ip(&sa, &wl->ips[j], port);
-				if (sa.len == kinds[k].lc->addr.len && memcmp(&sa.ss, &kinds[k].lc->addr.ss, sa.len) == 0)
+				if (sa.len == kinds[k].lc->addr.len &&
+				    memcmp(&sa.ss, &kinds[k].lc->addr.ss, sa.len) == 0)
 					continue;
 				bool have = false;
 				for (zr_listener_t *l = w->listeners; l; l = l->next)
@@ -405,8 +406,8 @@ static void *worker_main(void *arg)
 	if (numa_available() >= 0)
 		numa_set_localalloc();
 
-	zr_io_params_t params = {.entries = 1024, .buf_count = ZR_BUF_COUNT, .buf_size = ZR_BUF_SIZE,
-				 .numa_node = w->numa_node};
+	zr_io_params_t params = {
+		.entries = 1024, .buf_count = ZR_BUF_COUNT, .buf_size = ZR_BUF_SIZE, .numa_node = w->numa_node};
 	int ret = zr_io_uring_ops.setup(&params, &w->io);
 	if (ret < 0) {
 		zr_err("worker", "worker %u: io backend setup failed: %s", w->index, strerror(-ret));

@@ -156,8 +156,8 @@ typedef struct zr_config {
 	char *node;
 	char *trust_domain;
 	char *cluster_id;
-	unsigned workers; /* 0 = auto */
-	char *cpus;	  /* CPU list string as written, or NULL */
+	unsigned workers;   /* 0 = auto */
+	char *cpus;	    /* CPU list string as written, or NULL */
 	unsigned *cpu_list; /* parsed CPU list (NULL = cpuset) */
 	size_t n_cpu_list;
 	zr_io_backend_kind_t io_backend;

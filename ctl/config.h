@@ -13,8 +13,8 @@
 int zr_config_load(const char *path, zr_config_t **out, zr_config_error_t *err) __attribute__((warn_unused_result));
 
 /* Same, from a string (file name used for messages and relative paths). */
-int zr_config_load_string(const char *yaml, size_t len, const char *name, zr_config_t **out,
-			  zr_config_error_t *err) __attribute__((warn_unused_result));
+int zr_config_load_string(const char *yaml, size_t len, const char *name, zr_config_t **out, zr_config_error_t *err)
+	__attribute__((warn_unused_result));
 
 void zr_config_free(zr_config_t *cfg);
 

@@ -10,9 +10,8 @@
 #include "ctl/server.h"
 
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
-	"unknown_source",  "no_route",	      "no_endpoint",	 "no_identity", "connect_failed",
-	"connect_timeout", "socks5_protocol", "no_original_dst", "not_local",	      "overload",
-	"bad_request",	   "denied",
+	"unknown_source",  "no_route",	      "no_endpoint", "no_identity", "connect_failed", "connect_timeout",
+	"socks5_protocol", "no_original_dst", "not_local",   "overload",    "bad_request",    "denied",
 };
 
 const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT] = {
@@ -173,8 +172,9 @@ static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t
 	for (size_t w = 0; w < n_workers; w++) {
 		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
 		for (int r = 0; r < ZR_TLS_FAIL__COUNT; r++)
-			zr_strbuf_printf(out, "zring_tls_handshake_failures_total{worker=\"%zu\",reason=\"%s\"} %llu\n", w,
-					 zr_tls_failure_names[r], (unsigned long long)zr_counter_get(&s->tls_failures[r]));
+			zr_strbuf_printf(out, "zring_tls_handshake_failures_total{worker=\"%zu\",reason=\"%s\"} %llu\n",
+					 w, zr_tls_failure_names[r],
+					 (unsigned long long)zr_counter_get(&s->tls_failures[r]));
 	}
 	family(out, "zring_connections_refused_total", "counter",
 	       "Connections refused or failed before relaying, by worker and reason");

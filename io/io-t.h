@@ -13,9 +13,9 @@
 #include "io/addr.h"
 
 /* Completion flags (same bit values as io_uring's CQE flags). */
-#define ZR_IO_F_BUFFER (1u << 0) /* a provided buffer is attached: zr_io_buf_id(flags) */
-#define ZR_IO_F_MORE (1u << 1)	 /* the multishot op stays armed: more completions follow */
-#define ZR_IO_BUF_SHIFT 16
+#define ZR_IO_F_BUFFER	    (1u << 0) /* a provided buffer is attached: zr_io_buf_id(flags) */
+#define ZR_IO_F_MORE	    (1u << 1) /* the multishot op stays armed: more completions follow */
+#define ZR_IO_BUF_SHIFT	    16
 #define zr_io_buf_id(flags) ((unsigned)((flags) >> ZR_IO_BUF_SHIFT))
 
 typedef struct zr_io_op zr_io_op_t;

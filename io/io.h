@@ -14,8 +14,14 @@ int zr_io_uring_probe(char *why, size_t cap) __attribute__((warn_unused_result))
 
 #define ZR_IO_CALL(io, fn, ...) ((io)->ops->fn((io), __VA_ARGS__))
 
-static inline int zr_io_accept(zr_io_t *io, zr_io_op_t *op, int fd) { return ZR_IO_CALL(io, accept, op, fd); }
-static inline int zr_io_recv(zr_io_t *io, zr_io_op_t *op, int fd) { return ZR_IO_CALL(io, recv, op, fd); }
+static inline int zr_io_accept(zr_io_t *io, zr_io_op_t *op, int fd)
+{
+	return ZR_IO_CALL(io, accept, op, fd);
+}
+static inline int zr_io_recv(zr_io_t *io, zr_io_op_t *op, int fd)
+{
+	return ZR_IO_CALL(io, recv, op, fd);
+}
 static inline int zr_io_recv_into(zr_io_t *io, zr_io_op_t *op, int fd, void *buf, size_t len, uint64_t timeout_ns)
 {
 	return ZR_IO_CALL(io, recv_into, op, fd, buf, len, timeout_ns);
@@ -28,7 +34,10 @@ static inline int zr_io_connect(zr_io_t *io, zr_io_op_t *op, int fd, const zr_so
 {
 	return ZR_IO_CALL(io, connect, op, fd, addr, timeout_ns);
 }
-static inline int zr_io_timeout(zr_io_t *io, zr_io_op_t *op, uint64_t ns) { return ZR_IO_CALL(io, timeout, op, ns); }
+static inline int zr_io_timeout(zr_io_t *io, zr_io_op_t *op, uint64_t ns)
+{
+	return ZR_IO_CALL(io, timeout, op, ns);
+}
 static inline int zr_io_poll(zr_io_t *io, zr_io_op_t *op, int fd, unsigned events)
 {
 	return ZR_IO_CALL(io, poll, op, fd, events);
@@ -37,10 +46,25 @@ static inline int zr_io_poll_once(zr_io_t *io, zr_io_op_t *op, int fd, unsigned 
 {
 	return ZR_IO_CALL(io, poll_once, op, fd, events);
 }
-static inline int zr_io_cancel(zr_io_t *io, zr_io_op_t *op) { return ZR_IO_CALL(io, cancel, op); }
-static inline int zr_io_cancel_fd(zr_io_t *io, int fd) { return ZR_IO_CALL(io, cancel_fd, fd); }
-static inline void *zr_io_buf_addr(zr_io_t *io, unsigned bid) { return io->ops->buf_addr(io, bid); }
-static inline void zr_io_buf_release(zr_io_t *io, unsigned bid) { io->ops->buf_release(io, bid); }
-static inline int zr_io_run(zr_io_t *io, uint64_t timeout_ns) { return io->ops->run(io, timeout_ns); }
+static inline int zr_io_cancel(zr_io_t *io, zr_io_op_t *op)
+{
+	return ZR_IO_CALL(io, cancel, op);
+}
+static inline int zr_io_cancel_fd(zr_io_t *io, int fd)
+{
+	return ZR_IO_CALL(io, cancel_fd, fd);
+}
+static inline void *zr_io_buf_addr(zr_io_t *io, unsigned bid)
+{
+	return io->ops->buf_addr(io, bid);
+}
+static inline void zr_io_buf_release(zr_io_t *io, unsigned bid)
+{
+	io->ops->buf_release(io, bid);
+}
+static inline int zr_io_run(zr_io_t *io, uint64_t timeout_ns)
+{
+	return io->ops->run(io, timeout_ns);
+}
 
 #endif

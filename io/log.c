@@ -84,8 +84,8 @@ void zr_log_write(zr_log_level_t level, const char *scope, const char *fields, c
 			 "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\",\"scope\":\"%s\","
 			 "\"msg\":\"%s\"%s%s}\n",
 			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-			 ts.tv_nsec / 1000, zr_log_level_name(level), scope ? scope : "zring", esc,
-			 fields ? "," : "", fields ? fields : "");
+			 ts.tv_nsec / 1000, zr_log_level_name(level), scope ? scope : "zring", esc, fields ? "," : "",
+			 fields ? fields : "");
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line)) {

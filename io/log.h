@@ -32,14 +32,14 @@ void zr_log_write(zr_log_level_t level, const char *scope, const char *fields, c
 char *zr_json_escape(const char *s, char *out, unsigned cap);
 
 #define ZR_LOG_ENABLED(lvl) ((lvl) <= zr_log_get_level())
-#define zr_log(lvl, scope, ...)                                                      \
-	do {                                                                             \
-		if (ZR_LOG_ENABLED(lvl))                                                     \
-			zr_log_write((lvl), (scope), NULL, __VA_ARGS__);                         \
+#define zr_log(lvl, scope, ...)                                          \
+	do {                                                             \
+		if (ZR_LOG_ENABLED(lvl))                                 \
+			zr_log_write((lvl), (scope), NULL, __VA_ARGS__); \
 	} while (0)
-#define zr_err(scope, ...) zr_log(ZR_LOG_ERROR, scope, __VA_ARGS__)
-#define zr_warn(scope, ...) zr_log(ZR_LOG_WARN, scope, __VA_ARGS__)
-#define zr_info(scope, ...) zr_log(ZR_LOG_INFO, scope, __VA_ARGS__)
+#define zr_err(scope, ...)   zr_log(ZR_LOG_ERROR, scope, __VA_ARGS__)
+#define zr_warn(scope, ...)  zr_log(ZR_LOG_WARN, scope, __VA_ARGS__)
+#define zr_info(scope, ...)  zr_log(ZR_LOG_INFO, scope, __VA_ARGS__)
 #define zr_debug(scope, ...) zr_log(ZR_LOG_DEBUG, scope, __VA_ARGS__)
 
 #endif

@@ -9,10 +9,13 @@
 typedef struct zr_strbuf {
 	char *data; /* NUL-terminated when len > 0 or after any append */
 	size_t len, cap;
-	bool oom;   /* an allocation failed: contents are truncated */
+	bool oom; /* an allocation failed: contents are truncated */
 } zr_strbuf_t;
 
-#define ZR_STRBUF_INIT {0}
+#define ZR_STRBUF_INIT \
+	{              \
+		0      \
+	}
 
 void zr_strbuf_append(zr_strbuf_t *b, const void *data, size_t len);
 void zr_strbuf_puts(zr_strbuf_t *b, const char *s);

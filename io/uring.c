@@ -49,10 +49,14 @@ int zr_io_uring_probe(char *why, size_t cap)
 		int op;
 		const char *name;
 	} needed[] = {
-		{IORING_OP_ACCEPT, "ACCEPT"},	  {IORING_OP_RECV, "RECV"},
-		{IORING_OP_SEND, "SEND"},	  {IORING_OP_CONNECT, "CONNECT"},
-		{IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"}, {IORING_OP_TIMEOUT, "TIMEOUT"},
-		{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"}, {IORING_OP_POLL_ADD, "POLL_ADD"},
+		{IORING_OP_ACCEPT, "ACCEPT"},
+		{IORING_OP_RECV, "RECV"},
+		{IORING_OP_SEND, "SEND"},
+		{IORING_OP_CONNECT, "CONNECT"},
+		{IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"},
+		{IORING_OP_TIMEOUT, "TIMEOUT"},
+		{IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+		{IORING_OP_POLL_ADD, "POLL_ADD"},
 		{IORING_OP_PROVIDE_BUFFERS, "PROVIDE_BUFFERS"},
 	};
 	struct io_uring ring;
@@ -63,8 +67,10 @@ int zr_io_uring_probe(char *why, size_t cap)
 		return ret;
 	}
 	if (ret < 0) {
-		snprintf(why, cap, "io_uring_setup refused: %s (seccomp, container policy or "
-				   "kernel.io_uring_disabled?)", strerror(-ret));
+		snprintf(why, cap,
+			 "io_uring_setup refused: %s (seccomp, container policy or "
+			 "kernel.io_uring_disabled?)",
+			 strerror(-ret));
 		return ret;
 	}
 	struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
@@ -175,9 +181,9 @@ static void uring_destroy(zr_io_t *io)
 	free(u);
 }
 
-#define PREP(u, sqe)                                                                                       \
-	struct io_uring_sqe *sqe = get_sqe(u);                                                             \
-	if (!sqe)                                                                                          \
+#define PREP(u, sqe)                           \
+	struct io_uring_sqe *sqe = get_sqe(u); \
+	if (!sqe)                              \
 		return -EBUSY;
 
 static int uring_accept(zr_io_t *io, zr_io_op_t *op, int fd)
@@ -359,8 +365,7 @@ static int uring_run(zr_io_t *io, uint64_t timeout_ns)
 	 * meanwhile are picked up by the same loop. */
 	for (;;) {
 		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&u->ring, head, cqe)
-		{
+		io_uring_for_each_cqe(&u->ring, head, cqe) {
 			zr_io_op_t *op = io_uring_cqe_get_data(cqe);
 			int res = cqe->res;
 			unsigned flags = cqe->flags;

@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/conn.h"
@@ -95,7 +96,11 @@ static int load_identities(const zr_config_t *cfg, zr_identity_store_t **ids, bo
 	}
 	for (size_t i = 0; i < zr_identity_store_count(*ids); i++) {
 		const zr_cert_info_t *ci = zr_identity_store_info(*ids, i);
-		zr_info("main", "certificate for %s valid until %ld%s", ci->identity, (long)ci->not_after,
+		char until[32];
+		struct tm tm;
+		gmtime_r(&ci->not_after, &tm);
+		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		zr_info("main", "certificate for %s valid until %s%s", ci->identity, until,
 			ci->expired ? " (EXPIRED: not presented)" : "");
 	}
 	return 0;

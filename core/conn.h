@@ -132,6 +132,9 @@ void zr_relay_shut_wr(zr_relay_side_t *s);
 /* After a receive on s queued bytes (now `queued` waiting): pause at the
  * high-water mark, re-arm a receive that ended (`final`). */
 void zr_relay_after_data(zr_relay_side_t *s, uint32_t queued, bool final);
+/* Appends receive buffer bid (len bytes) to a queue of buffers, or copies
+ * it behind the queue's last buffer when small (and releases it). */
+void zr_relay_queue_append(zr_worker_t *w, uint16_t *head, uint16_t *tail, unsigned bid, uint32_t len);
 /* A receive on s ended with res < 0: wait for buffers, resume, or reset. */
 void zr_relay_recv_failed(zr_relay_side_t *s, int res);
 

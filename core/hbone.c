@@ -142,9 +142,11 @@ static void hc_process_input(zr_h2conn_t *hc)
 			zr_hbone_close_conn(hc, "out of memory");
 			return;
 		}
-		for (zr_conn_t *c = hc->streams; c; c = c->h2_next)
+		for (zr_conn_t *c = hc->streams, *next; c; c = next) {
+			next = c->h2_next; /* a failed submit unlinks c */
 			if (c->stream_id == 0)
 				zr_hbone_submit_request(hc, c);
+		}
 	}
 	for (;;) {
 		zr_pblock_t *b = zr_hbone_decrypt_block(w);
@@ -241,6 +243,8 @@ static void hc_arm_recv(zr_h2conn_t *hc)
 
 void zr_hbone_feed_starved(zr_worker_t *w)
 {
+	if (w->bufs_in_use + 8 > ZR_BUF_COUNT)
+		return;
 	zr_h2conn_t *list = w->h2_starved;
 	w->h2_starved = NULL;
 	while (list) {
@@ -539,8 +543,11 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 {
 	for (zr_h2conn_t *hc = w->h2conns, *next; hc; hc = next) {
 		next = hc->next;
-		if (hc->closing)
+		if (hc->closing) {
+			/* closed outside any completion: nothing else frees it */
+			hc_maybe_free(hc);
 			continue;
+		}
 		if ((hc->connecting || hc->handshaking) && now - hc->created_ns > HANDSHAKE_TIMEOUT_NS) {
 			zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_TIMEOUT], 1);
 			zr_hbone_close_conn(hc, "handshake timeout");
@@ -593,8 +600,11 @@ void zr_hbone_close_all(zr_worker_t *w)
 void zr_hbone_recheck_policies(zr_worker_t *w)
 {
 	const zr_state_t *st = &w->snap->cfg->state;
-	for (zr_conn_t *c = w->conns, *next; c; c = next) {
-		next = c->next;
+	/* Closing one connection may flush its HBONE connection and free
+	 * others (the saved next among them): start over after each close.
+	 * Closed ones are no longer in RELAY, so this ends. */
+again:
+	for (zr_conn_t *c = w->conns; c; c = c->next) {
 		if (c->state != ZR_CONN_RELAY || (!c->inbound_hbone && c->kind != ZR_LISTENER_INBOUND_PLAINTEXT))
 			continue;
 		zr_ip_t ip;
@@ -604,5 +614,6 @@ void zr_hbone_recheck_policies(zr_worker_t *w)
 			continue;
 		zr_conn_close(c, true);
 		zr_worker_conn_maybe_free(c);
+		goto again;
 	}
 }

@@ -164,7 +164,10 @@ static void tcp_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 		unsigned bid = zr_io_buf_id(flags);
 		w->bufs_in_use++;
 		if (c->state == ZR_CONN_CLOSING || !c->h2) {
+			/* The stream is gone: these bytes can go nowhere. */
 			zr_worker_buf_release(w, bid);
+			if (c->state != ZR_CONN_CLOSING && !c->txq_head)
+				zr_conn_close(c, true);
 		} else {
 			s->bytes_in += (uint64_t)res;
 			if (c->metrics)
@@ -172,20 +175,18 @@ static void tcp_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 					       (uint64_t)res);
 			zr_counter_add(c->inbound_hbone ? &w->stats.relay_bytes_down : &w->stats.relay_bytes_up,
 				       (uint64_t)res);
-			w->bufmeta[bid].len = (uint32_t)res;
-			w->bufmeta[bid].next = ZR_BUF_NONE;
-			if (c->h2q_head == ZR_BUF_NONE)
-				c->h2q_head = (uint16_t)bid;
-			else
-				w->bufmeta[c->h2q_tail].next = (uint16_t)bid;
-			c->h2q_tail = (uint16_t)bid;
+			zr_relay_queue_append(w, &c->h2q_head, &c->h2q_tail, bid, (uint32_t)res);
 			c->h2q_bytes += (uint32_t)res;
 			zr_relay_after_data(s, c->h2q_bytes, final);
-			if (c->h2_deferred) {
-				c->h2_deferred = false;
-				nghttp2_session_resume_data(c->h2->h2, c->stream_id);
+			if (!c->h2 || c->state == ZR_CONN_CLOSING) {
+				/* after_data failed and closed c */
+			} else {
+				if (c->h2_deferred) {
+					c->h2_deferred = false;
+					nghttp2_session_resume_data(c->h2->h2, c->stream_id);
+				}
+				zr_hbone_flush(c->h2);
 			}
-			zr_hbone_flush(c->h2);
 		}
 	} else if (res == 0) {
 		s->recv_eof = true;
@@ -319,6 +320,11 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
 	zr_h2conn_t *hc = user_data;
 	zr_conn_t *c = source->ptr;
 	zr_worker_t *w = hc->w;
+	/* A frame kept back by WOULDBLOCK is retried without data_read_cb: the
+	 * connection may have closed (and been recycled) since. */
+	if (!c || c->state == ZR_CONN_CLOSING || c->state == ZR_CONN_FREE || c->h2 != hc ||
+	    c->stream_id != frame->hd.stream_id || (size_t)c->hs_len + c->h2q_bytes < length)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	if (zr_tls_out_pending(hc->tls) >= TLS_OUT_HIGH)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (zr_tls_write(hc->tls, framehd, 9) < 0)
@@ -539,6 +545,8 @@ void zr_hbone_upstream_connected(zr_conn_t *c, int res)
 	respond_ok(hc, c);
 	zr_relay_arm_recv(&c->up);
 	tcp_send_next(c);
+	if (c->h2_eof_in && !c->txq_head && c->state == ZR_CONN_RELAY)
+		zr_relay_shut_wr(c->tcp); /* END_STREAM came while connecting */
 }
 
 static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
@@ -584,8 +592,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 			handle_connect(hc, c);
 		else if (!hc->server && frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
 			handle_response(hc, c);
-		if (c && c->h2 && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		if (c && c->h2 && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 			c->h2_eof_in = true;
+			if (!c->txq_head && c->state == ZR_CONN_RELAY)
+				zr_relay_shut_wr(c->tcp);
+		}
 		break;
 	case NGHTTP2_DATA:
 		if (c && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -668,6 +679,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 		zr_conn_close(c, true);
 	} else if (!c->txq_head) {
 		zr_conn_close(c, false);
+	} else {
+		/* Ended cleanly with bytes still on their way to the socket:
+		 * tcp_send_cb half-closes and closes once they are out. */
+		c->h2_eof_in = true;
 	}
 	zr_worker_conn_maybe_free(c);
 	return 0;

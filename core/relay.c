@@ -128,16 +128,31 @@ static void send_next(zr_relay_side_t *dst)
 	c->inflight++;
 }
 
-static void enqueue(zr_relay_side_t *dst, unsigned bid, uint32_t len)
+void zr_relay_queue_append(zr_worker_t *w, uint16_t *head, uint16_t *tail, unsigned bid, uint32_t len)
 {
-	zr_worker_t *w = dst->conn->w;
+	/* A small receive is copied behind the last queued one when it fits, and
+	 * its buffer goes straight back: a trickle of tiny segments must not pin
+	 * one whole buffer each (the pause threshold counts bytes). Bytes
+	 * appended behind a send in flight are sent by the next send. */
+	if (*head != ZR_BUF_NONE && len <= ZR_BUF_SIZE / 4 && w->bufmeta[*tail].len + len <= ZR_BUF_SIZE) {
+		uint8_t *to = (uint8_t *)zr_io_buf_addr(w->io, *tail) + w->bufmeta[*tail].len;
+		memcpy(to, zr_io_buf_addr(w->io, bid), len);
+		w->bufmeta[*tail].len += len;
+		zr_worker_buf_release(w, bid);
+		return;
+	}
 	w->bufmeta[bid].len = len;
 	w->bufmeta[bid].next = ZR_BUF_NONE;
-	if (dst->q_head == ZR_BUF_NONE)
-		dst->q_head = (uint16_t)bid;
+	if (*head == ZR_BUF_NONE)
+		*head = (uint16_t)bid;
 	else
-		w->bufmeta[dst->q_tail].next = (uint16_t)bid;
-	dst->q_tail = (uint16_t)bid;
+		w->bufmeta[*tail].next = (uint16_t)bid;
+	*tail = (uint16_t)bid;
+}
+
+static void enqueue(zr_relay_side_t *dst, unsigned bid, uint32_t len)
+{
+	zr_relay_queue_append(dst->conn->w, &dst->q_head, &dst->q_tail, bid, len);
 	dst->q_bytes += len;
 }
 

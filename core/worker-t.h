@@ -40,6 +40,7 @@ typedef struct zr_listener {
 	int fd;
 	bool per_workload; /* bound on a local workload IP (follows config reloads) */
 	bool closing;	   /* accept cancelled; freed at its final completion */
+	bool armed;	   /* a multishot accept is outstanding */
 	zr_sockaddr_t addr;
 } zr_listener_t;
 

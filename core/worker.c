@@ -128,18 +128,27 @@ void zr_worker_conn_maybe_free(zr_conn_t *c)
 
 static void accept_cb(zr_io_op_t *op, int res, unsigned flags);
 
+static void listener_free(zr_worker_t *w, zr_listener_t *l);
+
 static void listener_arm(zr_listener_t *l)
 {
 	if (zr_io_accept(l->worker->io, &l->accept_op, l->fd) < 0)
 		zr_err("worker", "worker %u: can't arm accept", l->worker->index);
+	else
+		l->armed = true;
 }
 
+/* Stops a listener; it is freed at its accept's final completion, or now
+ * when no accept is outstanding. The caller must not use l afterwards. */
 static void listener_close(zr_listener_t *l)
 {
 	if (l->closing)
 		return;
 	l->closing = true;
-	zr_io_cancel(l->worker->io, &l->accept_op);
+	if (l->armed)
+		zr_io_cancel(l->worker->io, &l->accept_op);
+	else
+		listener_free(l->worker, l);
 }
 
 static void listener_free(zr_worker_t *w, zr_listener_t *l)
@@ -170,6 +179,7 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 	}
 	if (flags & ZR_IO_F_MORE)
 		return;
+	l->armed = false;
 	if (l->closing) {
 		listener_free(w, l);
 		return;
@@ -299,8 +309,10 @@ static void handle_msg(zr_worker_t *w, zr_msg_t *m)
 	case ZR_MSG_DRAIN:
 		if (!w->draining) {
 			w->draining = true;
-			for (zr_listener_t *l = w->listeners; l; l = l->next)
+			for (zr_listener_t *l = w->listeners, *next; l; l = next) {
+				next = l->next;
 				listener_close(l);
+			}
 			zr_hbone_drain(w);
 		}
 		break;
@@ -375,8 +387,10 @@ static void tick_cb(zr_io_op_t *op, int res, unsigned flags)
 static void close_everything(zr_worker_t *w)
 {
 	w->stopping = true; /* timers and mailbox stay disarmed from here on */
-	for (zr_listener_t *l = w->listeners; l; l = l->next)
+	for (zr_listener_t *l = w->listeners, *next; l; l = next) {
+		next = l->next;
 		listener_close(l);
+	}
 	zr_hbone_close_all(w);
 	if (w->hbone_tick_armed)
 		zr_io_cancel(w->io, &w->hbone_tick_op);

@@ -212,8 +212,14 @@ static int link_timeout(uring_io_t *u, struct io_uring_sqe *sqe, uint64_t timeou
 		return 0;
 	sqe->flags |= IOSQE_IO_LINK;
 	struct io_uring_sqe *t = get_sqe(u);
-	if (!t)
+	if (!t) {
+		/* The request is queued already: make it a harmless no-op so
+		 * no completion reaches an op its caller considers unsubmitted. */
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, NULL);
+		sqe->flags = 0;
 		return -EBUSY;
+	}
 	ts->tv_sec = (long long)(timeout_ns / 1000000000ull);
 	ts->tv_nsec = (long long)(timeout_ns % 1000000000ull);
 	io_uring_prep_link_timeout(t, ts, 0);

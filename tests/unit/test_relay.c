@@ -182,6 +182,41 @@ int main(void)
 	is(w->bufs_in_use, 0, "and returns its buffers");
 	close(client);
 
+	/* A trickle of tiny segments towards a server that does not read must
+	 * not pin one receive buffer per segment. */
+	zr_conn_t *tc = make_relay(&client, &server);
+	int one = 1, small = 4096;
+	setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Small kernel buffers towards the server, so zring's queue fills. */
+	setsockopt(server, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	setsockopt(tc->up.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	unsigned most = 0;
+	uint64_t trickled = 0;
+	for (int i = 0; i < 3000; i++) {
+		if (send(client, buf, 100, MSG_DONTWAIT) != 100)
+			break;
+		trickled += 100;
+		zr_io_run(w->io, 0);
+		if (w->bufs_in_use > most)
+			most = w->bufs_in_use;
+	}
+	pump(20);
+	ok(tc->up.q_bytes > 100000 && most < 64,
+	   "3000 segments of 100 bytes: %u bytes queued in at most %u receive buffers (pool %u)", tc->up.q_bytes, most,
+	   ZR_BUF_COUNT);
+	uint64_t got = 0;
+	for (int i = 0; i < 20000 && got < trickled; i++) {
+		r = recv(server, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r > 0)
+			got += (uint64_t)r;
+		zr_io_run(w->io, r > 0 ? 0 : 1000000ull);
+	}
+	ok(got == trickled, "and every one of the %llu bytes arrives (%llu)", (unsigned long long)trickled,
+	   (unsigned long long)got);
+	close(client);
+	close(server);
+	pump(50);
+
 	/* A client that resets while zring is not reading it (backpressure) is
 	 * still noticed, and the server sees the reset. */
 	make_relay(&client, &server);

@@ -9,6 +9,7 @@ zring_hbone_connections gauges."""
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ SERVER = '127.0.5.2'
 VIP_ECHO = '127.10.4.2'
 VIP_BULK = '127.10.4.3'
 CLIENT_ID = z.spiffe('client')
+CAPTURE_PORT = 15051  # node A's outbound (capture) listener; iptables REDIRECT in OUTPUT lands on 127.0.0.1
 SERVER_ID = z.spiffe('server')
 
 
@@ -79,7 +81,8 @@ def main(t):
 
     wls, svcs = mesh_state()
     b = z.hbone_node(t, 'node-b', z.HB_B_IP, certs, [(SERVER_ID, 'server')], wls, svcs)
-    a = z.hbone_node(t, 'node-a', z.HB_A_IP, certs, [(CLIENT_ID, 'client')], wls, svcs)
+    a = z.hbone_node(t, 'node-a', z.HB_A_IP, certs, [(CLIENT_ID, 'client')], wls, svcs,
+                     outbound='127.0.0.1:%d' % CAPTURE_PORT)
     if not b.start() or not a.start():
         return
     px = a.socks5
@@ -293,7 +296,42 @@ def main(t):
             t.cmp(fds, '<=', fd_base[n.name] + 2 * n.workers + 2,
                   '%s: open fds back near the baseline of %d (no socket leaked)' % (n.name, fd_base[n.name]))
 
+    def captured():
+        """The captured outbound path (iptables REDIRECT -> 15001-style listener ->
+        SO_ORIGINAL_DST) into HBONE, as pods' traffic takes it."""
+        if os.geteuid() != 0:
+            t.skip('captured outbound through HBONE', 'needs root (iptables)')
+            return
+        chain = 'ZRTHB%d' % os.getpid()
+        rule = ['OUTPUT', '-p', 'tcp', '-s', CLIENT, '-d', SERVER, '--dport', '8080',
+                '-m', 'mark', '!', '--mark', '1337', '-j', chain]
+        def ipt(*args):
+            subprocess.run(['iptables', '-t', 'nat'] + list(args), check=False, timeout=10,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ipt('-N', chain)
+            ipt('-A', chain, '-p', 'tcp', '-j', 'REDIRECT', '--to-ports', str(CAPTURE_PORT))
+            ipt('-A', *rule)
+            before = a.metric('istio_tcp_connections_opened_total', reporter='source',
+                              connection_security_policy='mutual_tls')
+            s = socket.socket()
+            s.settimeout(10)
+            s.bind((CLIENT, 0))
+            s.connect((SERVER, 8080))
+            s.sendall(b'captured hello')
+            t.is_(z.recv_exact(s, 14), b'captured hello',
+                  'a connection captured by iptables REDIRECT reaches the server through HBONE')
+            s.close()
+            after = a.metric('istio_tcp_connections_opened_total', reporter='source',
+                             connection_security_policy='mutual_tls')
+            t.cmp(after - before, '>=', 1, 'node A counts the captured connection as mutual_tls (reporter=source)')
+        finally:
+            ipt('-D', *rule)
+            ipt('-F', chain)
+            ipt('-X', chain)
+
     t.subtest('smoke', smoke)
+    t.subtest('captured outbound', captured)
     t.subtest('bulk via VIP', by_vip)
     t.subtest('by workload IP', by_workload_ip)
     t.subtest('concurrent up and down', concurrent_both)

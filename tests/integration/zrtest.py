@@ -1440,9 +1440,9 @@ def identity_cfg(certdir, certs, ca='root-cert.pem'):
     }
 
 
-def hbone_listeners(ip, plaintext=False):
+def hbone_listeners(ip, plaintext=False, outbound=None):
     return {
-        'outbound': None,
+        'outbound': outbound,
         'inboundPlaintext': '%s:15006' % ip if plaintext else None,
         'hbone': '%s:15008' % ip,
         'socks5': '%s:15080' % ip,
@@ -1453,7 +1453,7 @@ def hbone_listeners(ip, plaintext=False):
 
 
 def hbone_node(tap, name, ip, certdir, certs, workloads, services=(), policies=(), extra=None,
-               workers=2, plaintext=False, log_level='info', trust_domain=None):
+               workers=2, plaintext=False, log_level='info', trust_domain=None, outbound=None):
     """A Node on `ip` with HBONE listeners, file identities and its state in state.yaml
     (so that tests can edit it and SIGHUP)."""
     ex = {'identity': identity_cfg(certdir, certs)}
@@ -1461,7 +1461,7 @@ def hbone_node(tap, name, ip, certdir, certs, workloads, services=(), policies=(
         ex['trustDomain'] = trust_domain
     ex.update(extra or {})
     return Node(tap, name=name, ip=ip, workloads=workloads, services=services, policies=policies,
-                listeners=hbone_listeners(ip, plaintext), extra=ex, state_in_file=True,
+                listeners=hbone_listeners(ip, plaintext, outbound), extra=ex, state_in_file=True,
                 workers=workers, log_level=log_level)
 
 

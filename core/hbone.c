@@ -29,6 +29,7 @@
 #include "io/log.h"
 
 #include "core/hbone-int.h"
+#include "io/strbuf.h"
 
 static void hc_maybe_free(zr_h2conn_t *hc);
 static void hc_arm_recv(zr_h2conn_t *hc);
@@ -385,14 +386,6 @@ static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 	hc_maybe_free(hc);
 }
 
-static uint32_t hash_str(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 static unsigned hc_capacity(const zr_h2conn_t *hc)
 {
 	unsigned max = hc_cfg(hc)->pool_max_streams_per_connection;
@@ -475,7 +468,7 @@ void zr_hbone_connect(zr_conn_t *c)
 		return;
 	}
 	snprintf(key, sizeof(key), "%s|%s|%s", c->src_wl->identity, c->dst_wl->identity, zr_ip_str(&ip, a));
-	zr_h2conn_t *hc = pool_get(c, key, hash_str(key));
+	zr_h2conn_t *hc = pool_get(c, key, zr_str_hash(key));
 	if (!hc) {
 		if (c->metrics)
 			zr_counter_add(&c->metrics->failed, 1);

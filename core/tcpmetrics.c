@@ -45,14 +45,6 @@ static void workload_labels(zr_strbuf_t *b, const char *side, const zr_workload_
 	label(b, key, wl ? wl->cluster_id : NULL);
 }
 
-static uint32_t hash_str(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 zr_tcp_metrics_t *zr_tcp_metrics_for(zr_worker_t *w, const zr_conn_t *c, const char *reporter,
 				     const char *response_flags, bool mtls)
 {
@@ -84,7 +76,7 @@ zr_tcp_metrics_t *zr_tcp_metrics_for(zr_worker_t *w, const zr_conn_t *c, const c
 			return NULL;
 		}
 	}
-	uint32_t h = hash_str(b.data);
+	uint32_t h = zr_str_hash(b.data);
 	for (zr_tcp_metrics_t *m = w->tcp_hash[h & w->tcp_hash_mask]; m; m = m->hash_next) {
 		if (m->hash == h && strcmp(m->labels, b.data) == 0) {
 			zr_strbuf_free(&b);

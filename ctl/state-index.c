@@ -1,16 +1,9 @@
 #include "ctl/state-index.h"
+#include "io/strbuf.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-static uint32_t str_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
 
 /* Keeps the load factor at or below 1/2 so probe chains stay short. */
 static int ip_grow(struct zr_ip_table *t)
@@ -89,7 +82,7 @@ int zr_state_index_str_add(struct zr_str_table *t, const char *s, uint32_t val)
 {
 	if (str_grow(t) != 0)
 		return -ENOMEM;
-	uint32_t h = str_hash(s);
+	uint32_t h = zr_str_hash(s);
 	size_t j = h & (t->cap - 1);
 	while (t->e[j].s)
 		j = (j + 1) & (t->cap - 1);
@@ -103,7 +96,7 @@ bool zr_state_index_str_find(const struct zr_str_table *t, const char *s, size_t
 	bool found = false;
 	if (!t->cap)
 		return false;
-	uint32_t h = str_hash(s);
+	uint32_t h = zr_str_hash(s);
 	for (size_t j = h & (t->cap - 1); t->e[j].s; j = (j + 1) & (t->cap - 1)) {
 		const struct zr_str_entry *e = &t->e[j];
 		if (e->hash != h || strcmp(e->s, s))

@@ -88,3 +88,11 @@ void zr_strbuf_free(zr_strbuf_t *b)
 	b->len = b->cap = 0;
 	b->oom = false;
 }
+
+uint32_t zr_str_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}

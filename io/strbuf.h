@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct zr_strbuf {
 	char *data; /* NUL-terminated when len > 0 or after any append */
@@ -23,6 +24,8 @@ void zr_strbuf_printf(zr_strbuf_t *b, const char *fmt, ...) __attribute__((forma
 /* Appends `s` as a JSON string literal, quotes included. NULL becomes null. */
 void zr_strbuf_json_str(zr_strbuf_t *b, const char *s);
 void zr_strbuf_reset(zr_strbuf_t *b);
+/* FNV-1a hash of a NUL-terminated string (lookup tables). */
+uint32_t zr_str_hash(const char *s);
 void zr_strbuf_free(zr_strbuf_t *b);
 
 #endif

@@ -121,4 +121,14 @@ const char *zr_aead_alg_name(zr_aead_alg_t alg);
  * loopback TCP connection); reason says why not. */
 bool zr_ktls_available(char *reason, size_t cap);
 
+/* Fills the kernel's TLS 1.3 crypto info for setsockopt(SOL_TLS, TLS_TX or
+ * TLS_RX): struct tls12_crypto_info_aes_gcm_128 / _aes_gcm_256 /
+ * _chacha20_poly1305 from <linux/tls.h>, from the traffic key, the 12-byte
+ * static iv and the next record's sequence number. info is caller-owned, cap
+ * its size. Returns the struct's size (the setsockopt length) or -EINVAL
+ * (unknown alg, cap too small). Any thread. The struct holds key material:
+ * the caller wipes it (OPENSSL_cleanse) after the setsockopt. */
+int zr_ktls_crypto_info(zr_aead_alg_t alg, const uint8_t *key, const uint8_t iv[ZR_AEAD_IV_LEN], uint64_t seq,
+			void *info, size_t cap) __attribute__((warn_unused_result));
+
 #endif

@@ -2,7 +2,14 @@
  * from a byte queue and writes records into a chain of fixed-size chunks, so
  * OpenSSL's output lands once in memory the caller can send from without
  * another copy. Peer checks (chain, SPIFFE ID, policy, ALPN) run inside the
- * handshake so that OpenSSL answers a refused peer with an alert. */
+ * handshake so that OpenSSL answers a refused peer with an alert.
+ *
+ * Once the handshake is done, records go through zring's own record layer
+ * (crypto/record.c) when it is chosen: OpenSSL hands over the application
+ * traffic secrets through its keylog callback, and is not asked to read or
+ * write a record again. Read-ahead stays off so that OpenSSL never takes
+ * bytes past the handshake's last record, and the server sends no tickets,
+ * so both directions start at sequence number 0 under our keys. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,59 +17,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "crypto/tls-int.h"
 
-/* A few records per chunk; a record may straddle two chunks. */
-#define CHUNK_SIZE	(64 * 1024)
-#define FREE_CHUNKS_MAX 8
+#define CHUNK_SIZE	ZR_TLS_CHUNK_SIZE
+#define FREE_CHUNKS_MAX 24	    /* a connection at hbone's 1 MiB high-water mark, and some */
 #define IN_MIN		(17 * 1024) /* one full record */
-#define PEER_ID_MAX	2048	    /* SPIFFE's limit on an ID */
+#define PEER_ID_MAX	ZR_TLS_PEER_ID_MAX
 
-struct chunk {
-	struct chunk *next;
-	size_t head, tail; /* sent up to head, written up to tail */
-	unsigned char data[CHUNK_SIZE];
-};
+#define HANDSHAKING ZR_TLS_HANDSHAKING
+#define ESTABLISHED ZR_TLS_ESTABLISHED
+#define FAILED	    ZR_TLS_FAILED
 
-enum state {
-	HANDSHAKING,
-	ESTABLISHED,
-	FAILED
-};
-
-struct zr_tls {
-	SSL *ssl;
-	bool server, oom;
-	enum state state;
-	int fail_rc;
-
-	unsigned char *in; /* fed ciphertext not yet read by OpenSSL: in[in_head..in_tail) */
-	size_t in_head, in_tail, in_cap;
-	const unsigned char *lent; /* zr_tls_lend: read after `in`, until zr_tls_unlend */
-	size_t lent_len;
-	struct chunk *out_first, *out_last;
-	size_t out_len;
-
-	char **allowed_ids; /* client policy (one allocation with the strings) */
-	size_t n_allowed_ids;
-	char trust_domain[256]; /* server policy */
-
-	char alpn[16];
-	char peer_id[PEER_ID_MAX + 1];
-	char error[PEER_ID_MAX + 256];
-};
+/* How established connections protect records (zr_tls_set_record_layer).
+ * Written by the control thread before workers start, read-only after. */
+static const zr_aead_backend_t *record_backend;
+static bool record_own, record_chosen, async_mode;
+static pthread_once_t record_once = PTHREAD_ONCE_INIT;
 
 /* Chunks freed by connections of this (worker) thread, for the next one. */
-static __thread struct chunk *free_chunks;
+static __thread struct zr_tls_chunk *free_chunks;
 static __thread unsigned n_free_chunks;
 
-static struct chunk *chunk_get(void)
+static struct zr_tls_chunk *chunk_get(void)
 {
-	struct chunk *c = free_chunks;
+	struct zr_tls_chunk *c = free_chunks;
 	if (c) {
 		free_chunks = c->next;
 		n_free_chunks--;
@@ -74,7 +57,7 @@ static struct chunk *chunk_get(void)
 	return c;
 }
 
-static void chunk_put(struct chunk *c)
+static void chunk_put(struct zr_tls_chunk *c)
 {
 	if (n_free_chunks >= FREE_CHUNKS_MAX) {
 		free(c);
@@ -87,19 +70,41 @@ static void chunk_put(struct chunk *c)
 
 void zr_tls_thread_cleanup(void)
 {
+	zr_aead_thread_cleanup(); /* the record layer's per-thread AEAD state */
 	while (free_chunks) {
-		struct chunk *c = free_chunks;
+		struct zr_tls_chunk *c = free_chunks;
 		free_chunks = c->next;
 		free(c);
 	}
 	n_free_chunks = 0;
 }
 
-static int out_append(zr_tls_t *tls, const void *data, size_t len)
+static struct zr_tls_chunk *chunk_push(zr_tls_t *tls)
+{
+	struct zr_tls_chunk *c = chunk_get();
+	if (!c)
+		return NULL;
+	if (tls->out_last)
+		tls->out_last->next = c;
+	else
+		tls->out_first = c;
+	tls->out_last = c;
+	return c;
+}
+
+struct zr_tls_chunk *zr_tls_out_room(zr_tls_t *tls, size_t need)
+{
+	struct zr_tls_chunk *c = tls->out_last;
+	if (c && CHUNK_SIZE - c->tail >= need)
+		return c;
+	return chunk_push(tls);
+}
+
+int zr_tls_out_append(zr_tls_t *tls, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 	while (len) {
-		struct chunk *c = tls->out_last;
+		struct zr_tls_chunk *c = tls->out_last;
 		if (!c || c->tail == CHUNK_SIZE) {
 			if (!(c = chunk_get()))
 				return -ENOMEM;
@@ -121,7 +126,11 @@ static int out_append(zr_tls_t *tls, const void *data, size_t len)
 
 size_t zr_tls_out_peek(zr_tls_t *tls, const void **data)
 {
-	struct chunk *c = tls->out_first;
+	/* Gathered records are sealed now, when someone is about to send. A
+	 * failure fails the connection; what is already sealed still goes. */
+	if (tls->own && tls->state == ESTABLISHED && zr_record_flush(tls) < 0)
+		tls->state = FAILED;
+	struct zr_tls_chunk *c = tls->out_first;
 	if (!c) {
 		*data = NULL;
 		return 0;
@@ -132,8 +141,13 @@ size_t zr_tls_out_peek(zr_tls_t *tls, const void **data)
 
 void zr_tls_out_consume(zr_tls_t *tls, size_t len)
 {
+	/* Only what was peeked (so sealed) should be consumed; should more go,
+	 * no chunk may be freed under records still waiting to be sealed. */
+	if (tls->own && tls->state == ESTABLISHED && (tls->rec.n_unsealed || tls->rec.pend_hdr) &&
+	    zr_record_flush(tls) < 0)
+		tls->state = FAILED;
 	while (len && tls->out_first) {
-		struct chunk *c = tls->out_first;
+		struct zr_tls_chunk *c = tls->out_first;
 		size_t n = c->tail - c->head < len ? c->tail - c->head : len;
 		c->head += n;
 		tls->out_len -= n;
@@ -155,6 +169,8 @@ size_t zr_tls_out_pending(const zr_tls_t *tls)
 
 int zr_tls_feed(zr_tls_t *tls, const void *data, size_t len)
 {
+	if (!len)
+		return 0;
 	size_t used = tls->in_tail - tls->in_head;
 	if (tls->in_tail + len > tls->in_cap) {
 		if (used && tls->in_head)
@@ -227,7 +243,7 @@ static int bio_write(BIO *b, const char *buf, size_t len, size_t *done)
 {
 	zr_tls_t *tls = BIO_get_data(b);
 	BIO_clear_retry_flags(b);
-	if (out_append(tls, buf, len)) {
+	if (zr_tls_out_append(tls, buf, len)) {
 		tls->oom = true;
 		*done = 0;
 		return 0;
@@ -273,8 +289,7 @@ static void bio_method_init(void)
 	bio_method = m;
 }
 
-static int set_error(zr_tls_t *tls, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int set_error(zr_tls_t *tls, int rc, const char *fmt, ...)
+int zr_tls_set_error(zr_tls_t *tls, int rc, const char *fmt, ...)
 {
 	/* The first reason is the cause; what OpenSSL reports after it is
 	 * consequence ("certificate verify failed"). */
@@ -299,20 +314,21 @@ static int check_peer(zr_tls_t *tls, X509 *leaf)
 	zr_spiffe_id_t id;
 	int rc = zr_cert_spiffe_uri(leaf, uri, sizeof(uri));
 	if (rc == -ENOENT)
-		return set_error(tls, -EACCES, "no SPIFFE identity");
+		return zr_tls_set_error(tls, -EACCES, "no SPIFFE identity");
 	if (rc == -EEXIST)
-		return set_error(tls, -EACCES, "more than one SPIFFE identity");
+		return zr_tls_set_error(tls, -EACCES, "more than one SPIFFE identity");
 	if (rc || zr_spiffe_parse(uri, &id))
-		return set_error(tls, -EACCES, "bad SPIFFE identity");
+		return zr_tls_set_error(tls, -EACCES, "bad SPIFFE identity");
 	if (tls->server) {
 		if (strcmp(id.trust_domain, tls->trust_domain))
-			return set_error(tls, -EACCES, "trust domain %s != %s", id.trust_domain, tls->trust_domain);
+			return zr_tls_set_error(tls, -EACCES, "trust domain %s != %s", id.trust_domain,
+						tls->trust_domain);
 	} else {
 		bool allowed = false;
 		for (size_t i = 0; !allowed && i < tls->n_allowed_ids; i++)
 			allowed = !strcmp(uri, tls->allowed_ids[i]);
 		if (!allowed)
-			return set_error(tls, -EACCES, "peer identity %s not allowed", uri);
+			return zr_tls_set_error(tls, -EACCES, "peer identity %s not allowed", uri);
 	}
 	memcpy(tls->peer_id, uri, strlen(uri) + 1);
 	return 0;
@@ -329,9 +345,9 @@ static int verify_cb(int ok, X509_STORE_CTX *sc)
 	if (!ok) {
 		int e = X509_STORE_CTX_get_error(sc);
 		if (e == X509_V_ERR_CERT_HAS_EXPIRED)
-			set_error(tls, -EACCES, depth ? "CA certificate expired" : "certificate expired");
+			zr_tls_set_error(tls, -EACCES, depth ? "CA certificate expired" : "certificate expired");
 		else
-			set_error(tls, -EACCES, "bad certificate: %s", X509_verify_cert_error_string(e));
+			zr_tls_set_error(tls, -EACCES, "bad certificate: %s", X509_verify_cert_error_string(e));
 		return 0;
 	}
 	if (depth || !check_peer(tls, X509_STORE_CTX_get_current_cert(sc)))
@@ -349,7 +365,7 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 	size_t len;
 	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len))
 		return SSL_CLIENT_HELLO_SUCCESS;
-	set_error(tls_of(ssl), -EPROTO, "peer did not offer ALPN h2");
+	zr_tls_set_error(tls_of(ssl), -EPROTO, "peer did not offer ALPN h2");
 	*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
 	return SSL_CLIENT_HELLO_ERROR;
 }
@@ -364,8 +380,52 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 		*outlen = sel_len;
 		return SSL_TLSEXT_ERR_OK;
 	}
-	set_error(tls_of(ssl), -EPROTO, "peer did not offer ALPN h2");
+	zr_tls_set_error(tls_of(ssl), -EPROTO, "peer did not offer ALPN h2");
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int unhex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* OpenSSL's only way to give out traffic secrets: NSS key log lines,
+ * "LABEL <client random> <secret>" in hex. The two application secrets are
+ * kept (binary) for zr_record_start; the line is never logged or stored. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+	zr_tls_t *tls = SSL_get_app_data(ssl);
+	if (!tls || !tls->own)
+		return;
+	uint8_t *dst;
+	size_t *dst_len;
+	size_t skip;
+	if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24)) {
+		dst = tls->secret_client, dst_len = &tls->secret_client_len, skip = 24;
+	} else if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24)) {
+		dst = tls->secret_server, dst_len = &tls->secret_server_len, skip = 24;
+	} else {
+		return;
+	}
+	const char *p = strchr(line + skip, ' ');
+	if (!p)
+		return;
+	p++;
+	size_t n = 0;
+	while (p[0] && p[1] && n < ZR_RECORD_SECRET_MAX) {
+		int hi = unhex(p[0]), lo = unhex(p[1]);
+		if (hi < 0 || lo < 0)
+			break;
+		dst[n++] = (uint8_t)(hi << 4 | lo);
+		p += 2;
+	}
+	*dst_len = *p ? 0 : n; /* a line we do not understand gives no secret */
 }
 
 int zr_tls_ctx_setup(SSL_CTX *ctx, bool server, const char *suites)
@@ -383,6 +443,10 @@ int zr_tls_ctx_setup(SSL_CTX *ctx, bool server, const char *suites)
 	 * from the trust anchors: the peer has the root already. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), verify_cb);
+	/* OpenSSL must read the handshake's records exactly, never past them:
+	 * what follows belongs to our record layer. */
+	SSL_CTX_set_read_ahead(ctx, 0);
+	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
 	if (server) {
 		SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 		SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
@@ -425,6 +489,40 @@ static int copy_policy(zr_tls_t *tls, const zr_tls_peer_policy_t *policy, char *
 	return 0;
 }
 
+void zr_tls_set_record_layer(const zr_aead_backend_t *b, bool own)
+{
+	record_backend = b;
+	record_own = own && b;
+	record_chosen = true;
+}
+
+static void record_default(void)
+{
+	if (record_chosen)
+		return;
+	const zr_aead_backend_t *b = NULL;
+	char err[256];
+	record_own = zr_aead_select(ZR_RECORD_CRYPTO_AUTO, NULL, &b, err, sizeof(err)) == 0 && b;
+	record_backend = record_own ? b : NULL;
+}
+
+void zr_tls_set_async(bool on)
+{
+	async_mode = on;
+}
+
+size_t zr_tls_async_fds(zr_tls_t *tls, int *fds, size_t cap)
+{
+	size_t n = 0;
+	if (!tls->ssl || !SSL_get_all_async_fds(tls->ssl, NULL, &n))
+		return 0;
+	if (n > cap) /* OpenSSL fills all or nothing */
+		return 0;
+	if (!SSL_get_all_async_fds(tls->ssl, (OSSL_ASYNC_FD *)fds, &n))
+		return 0;
+	return n;
+}
+
 zr_tls_t *zr_tls_new(zr_identity_store_t *st, const char *identity, bool server, const zr_tls_peer_policy_t *policy,
 		     char *err, size_t cap)
 {
@@ -441,6 +539,9 @@ zr_tls_t *zr_tls_new(zr_identity_store_t *st, const char *identity, bool server,
 		return NULL;
 	}
 	tls->server = server;
+	pthread_once(&record_once, record_default);
+	tls->own = record_own;
+	tls->backend = record_backend;
 	if (copy_policy(tls, policy, err, cap)) {
 		zr_tls_free(tls);
 		return NULL;
@@ -455,6 +556,8 @@ zr_tls_t *zr_tls_new(zr_identity_store_t *st, const char *identity, bool server,
 	BIO_set_data(bio, tls);
 	SSL_set_bio(tls->ssl, bio, bio); /* one reference for both directions */
 	SSL_set_app_data(tls->ssl, tls);
+	if (async_mode)
+		SSL_set_mode(tls->ssl, SSL_MODE_ASYNC);
 	if (server)
 		SSL_set_accept_state(tls->ssl);
 	else
@@ -467,6 +570,10 @@ void zr_tls_free(zr_tls_t *tls)
 	if (!tls)
 		return;
 	SSL_free(tls->ssl);
+	tls->own = false; /* nothing left to seal: the output goes as it is */
+	zr_record_free(tls);
+	OPENSSL_cleanse(tls->secret_client, sizeof(tls->secret_client));
+	OPENSSL_cleanse(tls->secret_server, sizeof(tls->secret_server));
 	zr_tls_out_consume(tls, tls->out_len);
 	free(tls->in);
 	free(tls->allowed_ids);
@@ -482,7 +589,7 @@ static int fail_openssl(zr_tls_t *tls, const char *op, int ssl_err)
 	tls->state = FAILED;
 	if (tls->oom) {
 		ERR_clear_error();
-		return set_error(tls, -ENOMEM, "%s: out of memory", op);
+		return zr_tls_set_error(tls, -ENOMEM, "%s: out of memory", op);
 	}
 	if (tls->error[0]) {
 		ERR_clear_error();
@@ -494,8 +601,74 @@ static int fail_openssl(zr_tls_t *tls, const char *op, int ssl_err)
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
 		rc = -EACCES; /* an identity failure, like a refused certificate */
 	if (ssl_err == SSL_ERROR_SYSCALL && !e)
-		return set_error(tls, -EPROTO, "%s: unexpected end of stream", op);
-	return set_error(tls, rc, "%s: %s", op, zr_openssl_reason(why, sizeof(why)));
+		return zr_tls_set_error(tls, -EPROTO, "%s: unexpected end of stream", op);
+	return zr_tls_set_error(tls, rc, "%s: %s", op, zr_openssl_reason(why, sizeof(why)));
+}
+
+static bool suite_alg(const SSL *ssl, zr_aead_alg_t *alg)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+	switch (c ? SSL_CIPHER_get_id(c) : 0) {
+	case TLS1_3_CK_AES_128_GCM_SHA256:
+		*alg = ZR_AEAD_AES_128_GCM;
+		return true;
+	case TLS1_3_CK_AES_256_GCM_SHA384:
+		*alg = ZR_AEAD_AES_256_GCM;
+		return true;
+	case TLS1_3_CK_CHACHA20_POLY1305_SHA256:
+		*alg = ZR_AEAD_CHACHA20_POLY1305;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The handshake is done: records from here on are ours, unless this
+ * connection cannot be handed over, in which case OpenSSL keeps them (a
+ * suite the backend lacks, secrets not seen, or bytes OpenSSL already
+ * buffered, which would put our sequence numbers off). */
+static int take_over_records(zr_tls_t *tls)
+{
+	zr_aead_alg_t alg;
+	size_t hash_len = 0;
+	bool ok = suite_alg(tls->ssl, &alg) && tls->backend->supports(alg);
+	if (ok)
+		hash_len = zr_record_hash_len(alg);
+	ok = ok && tls->secret_client_len == hash_len && tls->secret_server_len == hash_len &&
+	     !SSL_has_pending(tls->ssl);
+	int rc = 0;
+	if (ok) {
+		const uint8_t *rd = tls->server ? tls->secret_client : tls->secret_server;
+		const uint8_t *wr = tls->server ? tls->secret_server : tls->secret_client;
+		rc = zr_record_start(tls, tls->backend, alg, rd, wr);
+	}
+	tls->own = ok && !rc;
+	OPENSSL_cleanse(tls->secret_client, sizeof(tls->secret_client));
+	OPENSSL_cleanse(tls->secret_server, sizeof(tls->secret_server));
+	tls->secret_client_len = tls->secret_server_len = 0;
+	return rc;
+}
+
+bool zr_tls_own_records(const zr_tls_t *tls)
+{
+	return tls->own && tls->state == ESTABLISHED;
+}
+
+zr_tls_t *zr_tls_new_established(bool server, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *read_secret,
+				 const uint8_t *write_secret)
+{
+	zr_tls_t *tls = calloc(1, sizeof(*tls));
+	if (!tls)
+		return NULL;
+	tls->server = server;
+	tls->own = true;
+	tls->backend = b;
+	if (zr_record_start(tls, b, alg, read_secret, write_secret) < 0) {
+		zr_tls_free(tls);
+		return NULL;
+	}
+	tls->state = ESTABLISHED;
+	return tls;
 }
 
 int zr_tls_handshake(zr_tls_t *tls)
@@ -508,6 +681,8 @@ int zr_tls_handshake(zr_tls_t *tls)
 		int e = SSL_get_error(tls->ssl, r);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 			return 0;
+		if (e == SSL_ERROR_WANT_ASYNC)
+			return 2;
 		return fail_openssl(tls, "handshake", e);
 	}
 	const unsigned char *alpn;
@@ -515,11 +690,18 @@ int zr_tls_handshake(zr_tls_t *tls)
 	SSL_get0_alpn_selected(tls->ssl, &alpn, &alpn_len);
 	tls->state = FAILED;
 	if (alpn_len != 2 || memcmp(alpn, "h2", 2))
-		return set_error(tls, -EPROTO, "peer did not negotiate ALPN h2");
+		return zr_tls_set_error(tls, -EPROTO, "peer did not negotiate ALPN h2");
 	/* verify_cb decides; this guards against a path that skipped it. */
 	if (SSL_get_verify_result(tls->ssl) != X509_V_OK || !tls->peer_id[0] || !SSL_get0_peer_certificate(tls->ssl))
-		return set_error(tls, -EACCES, "peer not verified");
+		return zr_tls_set_error(tls, -EACCES, "peer not verified");
 	memcpy(tls->alpn, "h2", 3);
+	/* Async jobs are for the handshake's public-key work: records that
+	 * OpenSSL keeps protecting must not come back as WANT_ASYNC, which the
+	 * read and write paths have no fd to wait on for. */
+	SSL_clear_mode(tls->ssl, SSL_MODE_ASYNC);
+	int rc = tls->own ? take_over_records(tls) : 0;
+	if (rc < 0)
+		return zr_tls_set_error(tls, rc, "handshake: record layer: %s", strerror(-rc));
 	tls->state = ESTABLISHED;
 	return 1;
 }
@@ -545,6 +727,8 @@ ssize_t zr_tls_read(zr_tls_t *tls, void *buf, size_t cap)
 		return tls->state == FAILED ? tls->fail_rc : -ENOTCONN;
 	if (!cap)
 		return -EINVAL;
+	if (tls->own)
+		return zr_record_read(tls, buf, cap);
 	size_t n;
 	ERR_clear_error();
 	if (SSL_read_ex(tls->ssl, buf, cap, &n))
@@ -565,6 +749,8 @@ int zr_tls_write(zr_tls_t *tls, const void *data, size_t len)
 {
 	if (tls->state != ESTABLISHED)
 		return tls->state == FAILED ? tls->fail_rc : -ENOTCONN;
+	if (tls->own)
+		return zr_record_write(tls, data, len);
 	const unsigned char *p = data;
 	while (len) {
 		size_t n;
@@ -583,7 +769,9 @@ int zr_tls_write(zr_tls_t *tls, const void *data, size_t len)
 
 void zr_tls_close_notify(zr_tls_t *tls)
 {
-	if (tls->state == ESTABLISHED)
+	if (tls->state == ESTABLISHED && tls->own)
+		zr_record_close_notify(tls);
+	else if (tls->state == ESTABLISHED)
 		SSL_shutdown(tls->ssl);
 	ERR_clear_error();
 }

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "crypto/aead.h"
 #include "ctl/config-t.h"
 
 typedef struct zr_identity_store zr_identity_store_t;
@@ -84,9 +85,30 @@ int zr_tls_feed(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn
 void zr_tls_lend(zr_tls_t *tls, const void *data, size_t len);
 int zr_tls_unlend(zr_tls_t *tls) __attribute__((warn_unused_result));
 
+/* How established connections protect records: zring's record layer on
+ * backend b (own = true) or OpenSSL's (own = false, b ignored; also when b is
+ * NULL, as for ktls). Applies to connections created afterwards. Control
+ * thread, before any zr_tls_new. Default before any call: zring's record
+ * layer on the backend zr_aead_select(ZR_RECORD_CRYPTO_AUTO) picks (resolved
+ * at the first zr_tls_new), or OpenSSL's when none is usable. A connection
+ * whose suite the backend lacks keeps OpenSSL's record layer. */
+void zr_tls_set_record_layer(const zr_aead_backend_t *b, bool own);
+
+/* Handshakes in OpenSSL's async mode (SSL_MODE_ASYNC), for a provider that
+ * offloads them to a device (qatprovider): zr_tls_handshake may then return
+ * 2 and zr_tls_async_fds names what to poll. Control thread, before any
+ * zr_tls_new. */
+void zr_tls_set_async(bool on);
+/* The fds of the async jobs this connection waits on (readable = call
+ * zr_tls_handshake again); returns how many were written to fds (0 if more
+ * than cap). Worker thread. */
+size_t zr_tls_async_fds(zr_tls_t *tls, int *fds, size_t cap);
+
 /* Advances the handshake with what has been fed. Returns 1 when complete
  * (peer verified against the policy), 0 when it needs more input (and maybe
- * has output to send), or a negative errno on failure with a short reason
+ * has output to send), 2 when an async job waits on a device (async mode
+ * only: poll zr_tls_async_fds, then call again), or a negative errno on
+ * failure with a short reason
  * available from zr_tls_error() ("bad certificate", "peer identity
  * spiffe://... not allowed", "trust domain x != y", "certificate expired",
  * "handshake: <openssl reason>"). */
@@ -101,11 +123,15 @@ const char *zr_tls_alpn(const zr_tls_t *tls);
 /* Decrypts into buf. Returns bytes (> 0), 0 on close_notify, -EAGAIN when
  * more input is needed, -ENOTCONN before the handshake completed, or another
  * negative errno on a fatal error (-ECONNRESET: the peer sent an alert,
- * e.g. it refused our certificate). Post-handshake messages (KeyUpdate) may
- * queue output: flush after reading. */
+ * e.g. it refused our certificate; -EBADMSG: a record failed to
+ * authenticate; -EPROTO: a malformed or unexpected record), after which an
+ * alert waits in the output and the connection must be closed.
+ * Post-handshake messages (KeyUpdate) may queue output: flush after reading. */
 ssize_t zr_tls_read(zr_tls_t *tls, void *buf, size_t cap);
 
-/* Encrypts `len` bytes into the output. Returns 0 or a negative errno. */
+/* Encrypts `len` bytes into the output. Small writes are gathered into one
+ * record, sealed when the output is peeked. Returns 0 or a negative errno
+ * (-EPIPE after zr_tls_close_notify). */
 int zr_tls_write(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
 
 /* Queues a close_notify alert on the output. */
@@ -119,8 +145,9 @@ size_t zr_tls_out_peek(zr_tls_t *tls, const void **data);
 void zr_tls_out_consume(zr_tls_t *tls, size_t len);
 size_t zr_tls_out_pending(const zr_tls_t *tls);
 
-/* Frees the output chunks the calling thread keeps for reuse (up to 8 of
- * 64 KiB). Call from a worker thread before it exits. */
+/* Frees the output chunks the calling thread keeps for reuse (up to 24 of
+ * 64 KiB) and the record layer's per-thread AEAD state
+ * (zr_aead_thread_cleanup). Call from a worker thread before it exits. */
 void zr_tls_thread_cleanup(void);
 
 #endif

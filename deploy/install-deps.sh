@@ -3,9 +3,10 @@
 # Idempotent and silent when everything is already installed: packages are
 # checked with dpkg-query first, and apt runs only for the missing ones.
 #
-#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh            build + test dependencies (tests run the
+#                                     DPDK cryptodev backend, so DPDK is included)
 #   deploy/install-deps.sh --build    build dependencies only
-#   deploy/install-deps.sh --dpdk     also the optional DPDK cryptodev packages
+#   deploy/install-deps.sh --dpdk     with --build: also the optional DPDK packages
 #   ZR_SKIP_DEPS=1                    do nothing (hosts managed some other way)
 set -euo pipefail
 
@@ -18,7 +19,7 @@ for arg in "$@"; do
 	--build) want_test=0 ;;
 	--dpdk) want_dpdk=1 ;;
 	-h | --help)
-		sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -51,7 +52,7 @@ dpdk_pkgs+=(librte-crypto-openssl23)
 
 pkgs=("${build_pkgs[@]}")
 [ "$want_test" = 1 ] && pkgs+=("${test_pkgs[@]}")
-[ "$want_dpdk" = 1 ] && pkgs+=("${dpdk_pkgs[@]}")
+{ [ "$want_dpdk" = 1 ] || [ "$want_test" = 1 ]; } && pkgs+=("${dpdk_pkgs[@]}")
 
 installed() {
 	dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed

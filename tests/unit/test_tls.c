@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "crypto/record.h"
 #include "crypto/tls.h"
 #include "io/log.h"
 #include "tap.h"
@@ -274,6 +275,7 @@ static void test_happy(zr_identity_store_t *st)
 	is_str(zr_tls_alpn(s), "h2", "server ALPN h2");
 	is_str(zr_tls_peer_id(c), SA "server", "client sees the server's identity");
 	is_str(zr_tls_peer_id(s), SA "client", "server sees the client's identity");
+	ok(zr_tls_own_records(c) && zr_tls_own_records(s), "records on zring's own record layer (the default)");
 
 	size_t mib = 1 << 20;
 	unsigned char *tx = malloc(mib), *rx = malloc(mib);

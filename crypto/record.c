@@ -1,0 +1,855 @@
+/* TLS 1.3 record protection after the handshake (RFC 8446 5, 7).
+ *
+ * Writes: records are built where they will be sent, in the connection's
+ * output chunks: the content is copied in once (the AEAD sees content ||
+ * type as one run, so it cannot read the caller's bytes and our type byte
+ * in one go), then sealed in place. Small writes are gathered into one open
+ * record; full records wait in a batch that is sealed with one zr_aead_seal
+ * call when it fills or when the output is peeked.
+ *
+ * Reads: every complete record whose plaintext fits the caller's buffer is
+ * opened out of place from the received ciphertext (fed or lent) straight
+ * into the caller's buffer, in two zr_aead_open calls (even and odd records,
+ * see open_overlapped) so that the contents land back to back without a
+ * copy; only padded records (never sent by OpenSSL or us) and post-handshake
+ * messages make the rest move. A record that does not fit goes through a
+ * staging buffer.
+ *
+ * Post-handshake messages: KeyUpdate is honoured (and answered when asked),
+ * NewSessionTicket skipped, anything else refused with an alert. */
+#include "crypto/record.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
+#include "crypto/tls-int.h"
+
+/* An open record starts a new chunk when less room than this is left. */
+#define PEND_MIN 1024
+
+#define HS_NEW_SESSION_TICKET 4
+#define HS_KEY_UPDATE	      24
+
+static EVP_KDF *hkdf;
+static pthread_once_t hkdf_once = PTHREAD_ONCE_INIT;
+
+static void hkdf_init(void)
+{
+	hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+}
+
+const char *zr_record_hash_name(zr_aead_alg_t alg)
+{
+	return alg == ZR_AEAD_AES_256_GCM ? "SHA384" : "SHA256";
+}
+
+size_t zr_record_hash_len(zr_aead_alg_t alg)
+{
+	return alg == ZR_AEAD_AES_256_GCM ? 48 : 32;
+}
+
+int zr_tls13_hkdf_expand_label(const char *digest, const uint8_t *secret, size_t secret_len, const char *label,
+			       const uint8_t *context, size_t context_len, uint8_t *out, size_t out_len)
+{
+	/* struct { uint16 length; opaque label<7..255>; opaque context<0..255>; } */
+	uint8_t info[2 + 1 + 255 + 1 + 255];
+	size_t label_len = strlen(label), n = 0;
+	if (label_len > 255 - 6 || context_len > 255 || out_len > 0xffff || !secret_len)
+		return -EINVAL;
+	info[n++] = (uint8_t)(out_len >> 8);
+	info[n++] = (uint8_t)out_len;
+	info[n++] = (uint8_t)(6 + label_len);
+	memcpy(info + n, "tls13 ", 6);
+	n += 6;
+	memcpy(info + n, label, label_len);
+	n += label_len;
+	info[n++] = (uint8_t)context_len;
+	if (context_len)
+		memcpy(info + n, context, context_len);
+	n += context_len;
+
+	pthread_once(&hkdf_once, hkdf_init);
+	EVP_KDF_CTX *kctx = hkdf ? EVP_KDF_CTX_new(hkdf) : NULL;
+	if (!kctx)
+		return -ENOMEM;
+	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, secret_len),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
+		OSSL_PARAM_construct_end(),
+	};
+	int ok = EVP_KDF_derive(kctx, out, out_len, params);
+	EVP_KDF_CTX_free(kctx);
+	if (ok != 1) {
+		ERR_clear_error();
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Key and IV from d->secret; the sequence number starts again. */
+static int dir_keys(zr_record_dir_t *d)
+{
+	uint8_t key[ZR_AEAD_KEY_MAX];
+	const char *h = zr_record_hash_name(d->alg);
+	zr_aead_key_t *k = NULL;
+	int rc = zr_tls13_hkdf_expand_label(h, d->secret, d->secret_len, "key", NULL, 0, key, zr_aead_key_len(d->alg));
+	if (!rc)
+		rc = zr_tls13_hkdf_expand_label(h, d->secret, d->secret_len, "iv", NULL, 0, d->iv, ZR_AEAD_IV_LEN);
+	if (!rc)
+		rc = zr_aead_key_new(d->backend, d->alg, key, &k);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (rc)
+		return rc;
+	zr_aead_key_free(d->key);
+	d->key = k;
+	d->seq = 0;
+	return 0;
+}
+
+int zr_record_dir_init(zr_record_dir_t *d, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *secret)
+{
+	zr_record_dir_clear(d);
+	if (!b || (unsigned)alg >= ZR_AEAD_ALG_COUNT)
+		return -EINVAL;
+	d->backend = b;
+	d->alg = alg;
+	d->secret_len = zr_record_hash_len(alg);
+	memcpy(d->secret, secret, d->secret_len);
+	int rc = dir_keys(d);
+	if (rc)
+		zr_record_dir_clear(d);
+	return rc;
+}
+
+int zr_record_dir_update(zr_record_dir_t *d)
+{
+	uint8_t next[ZR_RECORD_SECRET_MAX];
+	int rc = zr_tls13_hkdf_expand_label(zr_record_hash_name(d->alg), d->secret, d->secret_len, "traffic upd", NULL,
+					    0, next, d->secret_len);
+	if (!rc) {
+		memcpy(d->secret, next, d->secret_len);
+		rc = dir_keys(d);
+	}
+	OPENSSL_cleanse(next, sizeof(next));
+	return rc;
+}
+
+void zr_record_dir_clear(zr_record_dir_t *d)
+{
+	zr_aead_key_free(d->key);
+	OPENSSL_cleanse(d, sizeof(*d));
+}
+
+void zr_record_nonce(const zr_record_dir_t *d, uint64_t seq, uint8_t nonce[ZR_AEAD_IV_LEN])
+{
+	memcpy(nonce, d->iv, ZR_AEAD_IV_LEN);
+	for (int i = 0; i < 8; i++)
+		nonce[ZR_AEAD_IV_LEN - 1 - i] ^= (uint8_t)(seq >> (8 * i));
+}
+
+static void header(uint8_t *hdr, size_t inner_len)
+{
+	size_t len = inner_len + ZR_AEAD_TAG_LEN;
+	hdr[0] = ZR_TLS_CT_APPLICATION_DATA;
+	hdr[1] = 3;
+	hdr[2] = 3;
+	hdr[3] = (uint8_t)(len >> 8);
+	hdr[4] = (uint8_t)len;
+}
+
+/* A record seals or opens its inner plaintext in the `len` bytes after its
+ * header, the tag right behind; in and out differ when opening. */
+static void rec_init(zr_aead_rec_t *rec, const zr_record_dir_t *d, uint64_t seq, const uint8_t *hdr, uint8_t *out,
+		     size_t inner_len)
+{
+	rec->in = hdr + ZR_RECORD_HEADER_LEN;
+	rec->out = out;
+	rec->len = inner_len;
+	rec->aad = hdr;
+	rec->aad_len = ZR_RECORD_HEADER_LEN;
+	rec->tag = (uint8_t *)hdr + ZR_RECORD_HEADER_LEN + inner_len;
+	rec->status = 0;
+	zr_record_nonce(d, seq, rec->nonce);
+}
+
+ssize_t zr_record_seal_inner(zr_record_dir_t *d, const uint8_t *inner, size_t len, uint8_t *out, size_t cap)
+{
+	if (len + ZR_AEAD_TAG_LEN > 0xffff || cap < ZR_RECORD_HEADER_LEN + len + ZR_AEAD_TAG_LEN)
+		return -EMSGSIZE;
+	header(out, len);
+	memmove(out + ZR_RECORD_HEADER_LEN, inner, len);
+	zr_aead_rec_t rec;
+	rec_init(&rec, d, d->seq, out, out + ZR_RECORD_HEADER_LEN, len);
+	int rc = zr_aead_seal(d->key, &rec, 1);
+	if (rc)
+		return rc < 0 ? rc : -EIO;
+	d->seq++;
+	return (ssize_t)(ZR_RECORD_HEADER_LEN + len + ZR_AEAD_TAG_LEN);
+}
+
+ssize_t zr_record_seal1(zr_record_dir_t *d, uint8_t type, const uint8_t *content, size_t len, uint8_t *out, size_t cap)
+{
+	if (len > ZR_RECORD_PLAIN_MAX || cap < len + ZR_RECORD_OVERHEAD)
+		return -EMSGSIZE;
+	memmove(out + ZR_RECORD_HEADER_LEN, content, len);
+	out[ZR_RECORD_HEADER_LEN + len] = type;
+	return zr_record_seal_inner(d, out + ZR_RECORD_HEADER_LEN, len + 1, out, cap);
+}
+
+/* What can be told from a header alone (RFC 8446 5.2): only protected
+ * records after the handshake, and none longer than 2^14 + 256. */
+static int check_header(const uint8_t *hdr, size_t *len)
+{
+	*len = (size_t)hdr[3] << 8 | hdr[4];
+	if (hdr[0] != ZR_TLS_CT_APPLICATION_DATA)
+		return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+	if (*len > ZR_RECORD_CIPHER_MAX)
+		return ZR_TLS_ALERT_RECORD_OVERFLOW;
+	if (*len < ZR_AEAD_TAG_LEN)
+		return ZR_TLS_ALERT_BAD_RECORD_MAC;
+	return 0;
+}
+
+/* TLSInnerPlaintext: content || type || zeros. */
+static int inner_type(const uint8_t *p, size_t inner_len, uint8_t *type, size_t *len)
+{
+	if (inner_len > ZR_RECORD_INNER_MAX)
+		return ZR_TLS_ALERT_RECORD_OVERFLOW;
+	while (inner_len && !p[inner_len - 1])
+		inner_len--;
+	if (!inner_len)
+		return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+	*type = p[inner_len - 1];
+	*len = inner_len - 1;
+	return 0;
+}
+
+int zr_record_open1(zr_record_dir_t *d, const uint8_t *rec, size_t rec_len, uint8_t *out, size_t cap, uint8_t *type,
+		    size_t *len)
+{
+	size_t ct_len;
+	if (rec_len < ZR_RECORD_HEADER_LEN)
+		return ZR_TLS_ALERT_DECODE_ERROR;
+	int alert = check_header(rec, &ct_len);
+	if (alert)
+		return alert;
+	if (rec_len != ZR_RECORD_HEADER_LEN + ct_len)
+		return ZR_TLS_ALERT_DECODE_ERROR;
+	size_t inner_len = ct_len - ZR_AEAD_TAG_LEN;
+	if (cap < inner_len)
+		return ZR_TLS_ALERT_INTERNAL_ERROR;
+	zr_aead_rec_t r;
+	rec_init(&r, d, d->seq, rec, out, inner_len);
+	if (zr_aead_open(d->key, &r, 1))
+		return ZR_TLS_ALERT_BAD_RECORD_MAC;
+	d->seq++;
+	return inner_type(out, inner_len, type, len);
+}
+
+static const char *alert_name(unsigned desc)
+{
+	switch (desc) {
+	case 0:
+		return "close notify";
+	case 10:
+		return "unexpected message";
+	case 20:
+		return "bad record mac";
+	case 22:
+		return "record overflow";
+	case 40:
+		return "handshake failure";
+	case 42:
+		return "bad certificate";
+	case 43:
+		return "unsupported certificate";
+	case 44:
+		return "certificate revoked";
+	case 45:
+		return "certificate expired";
+	case 46:
+		return "certificate unknown";
+	case 47:
+		return "illegal parameter";
+	case 48:
+		return "unknown ca";
+	case 49:
+		return "access denied";
+	case 50:
+		return "decode error";
+	case 51:
+		return "decrypt error";
+	case 70:
+		return "protocol version";
+	case 71:
+		return "insufficient security";
+	case 80:
+		return "internal error";
+	case 86:
+		return "inappropriate fallback";
+	case 90:
+		return "user canceled";
+	case 109:
+		return "missing extension";
+	case 110:
+		return "unsupported extension";
+	case 112:
+		return "unrecognized name";
+	case 116:
+		return "certificate required";
+	case 120:
+		return "no application protocol";
+	default:
+		return "unknown alert";
+	}
+}
+
+/* --- the connection's records --- */
+
+int zr_record_start(zr_tls_t *tls, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *read_secret,
+		    const uint8_t *write_secret)
+{
+	zr_record_t *r = &tls->rec;
+	int rc = zr_record_dir_init(&r->rd, b, alg, read_secret);
+	if (!rc)
+		rc = zr_record_dir_init(&r->wr, b, alg, write_secret);
+	if (rc) {
+		zr_record_dir_clear(&r->rd);
+		zr_record_dir_clear(&r->wr);
+		return rc;
+	}
+	r->key_update_after = ZR_RECORD_KEY_UPDATE_DEFAULT;
+	return 0;
+}
+
+void zr_record_free(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_dir_clear(&r->rd);
+	zr_record_dir_clear(&r->wr);
+	free(r->stage);
+	r->stage = NULL;
+}
+
+void zr_tls_set_key_update_interval(zr_tls_t *tls, uint64_t records)
+{
+	tls->rec.key_update_after = records ? records : 1;
+}
+
+/* A failure on the write side: plaintext not sealed must never be sent,
+ * so the records not sealed yet are zeroed, headers written, and the peer
+ * sees records that fail to authenticate. */
+static int write_fail(zr_tls_t *tls, int rc, const char *what)
+{
+	zr_record_t *r = &tls->rec;
+	for (size_t i = 0; i < r->n_unsealed; i++) {
+		header(r->unsealed[i].hdr, r->unsealed[i].len + 1);
+		memset(r->unsealed[i].hdr + ZR_RECORD_HEADER_LEN, 0, r->unsealed[i].len + 1 + ZR_AEAD_TAG_LEN);
+	}
+	if (r->pend_hdr) {
+		header(r->pend_hdr, r->pend_len + 1);
+		memset(r->pend_hdr + ZR_RECORD_HEADER_LEN, 0, r->pend_len + 1 + ZR_AEAD_TAG_LEN);
+		tls->out_last->tail += 1 + ZR_AEAD_TAG_LEN;
+		tls->out_len += 1 + ZR_AEAD_TAG_LEN;
+	}
+	r->n_unsealed = 0;
+	r->pend_hdr = NULL;
+	r->write_closed = true;
+	tls->state = ZR_TLS_FAILED;
+	return zr_tls_set_error(tls, rc, "write: %s", what);
+}
+
+static int seal_batch(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
+	size_t n = r->n_unsealed;
+	if (!n)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *hdr = r->unsealed[i].hdr;
+		size_t inner_len = r->unsealed[i].len + 1;
+		header(hdr, inner_len);
+		hdr[ZR_RECORD_HEADER_LEN + inner_len - 1] = r->unsealed[i].type;
+		rec_init(&recs[i], &r->wr, r->wr.seq + i, hdr, hdr + ZR_RECORD_HEADER_LEN, inner_len);
+	}
+	if (zr_aead_seal(r->wr.key, recs, n))
+		return write_fail(tls, -EIO, "sealing records failed");
+	r->wr.seq += n;
+	r->n_unsealed = 0;
+	return 0;
+}
+
+/* A record of content `data` sealed at once at the end of the output. */
+static int append_control(zr_tls_t *tls, uint8_t type, const uint8_t *data, size_t len);
+
+static int send_key_update(zr_tls_t *tls, bool request)
+{
+	const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, request};
+	int rc = append_control(tls, ZR_TLS_CT_HANDSHAKE, msg, sizeof(msg));
+	if (!rc && zr_record_dir_update(&tls->rec.wr))
+		rc = write_fail(tls, -EIO, "key update failed");
+	return rc;
+}
+
+/* A written record joins the batch; a full batch is sealed, and the write
+ * key is updated before it has protected key_update_after records. */
+static int queue(zr_tls_t *tls, uint8_t *hdr, uint8_t type, size_t len)
+{
+	zr_record_t *r = &tls->rec;
+	r->unsealed[r->n_unsealed].hdr = hdr;
+	r->unsealed[r->n_unsealed].type = type;
+	r->unsealed[r->n_unsealed].len = (uint32_t)len;
+	r->n_unsealed++;
+	bool update = r->wr.seq + r->n_unsealed + 1 >= r->key_update_after;
+	if (r->n_unsealed < ZR_AEAD_BATCH_MAX && !update)
+		return 0;
+	int rc = seal_batch(tls);
+	if (!rc && update)
+		rc = send_key_update(tls, false);
+	return rc;
+}
+
+static int close_pending(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	uint8_t *hdr = r->pend_hdr;
+	if (!hdr)
+		return 0;
+	r->pend_hdr = NULL;
+	/* The open record is always the last thing in the last chunk, and its
+	 * chunk kept room for the type byte and the tag. */
+	tls->out_last->tail += 1 + ZR_AEAD_TAG_LEN;
+	tls->out_len += 1 + ZR_AEAD_TAG_LEN;
+	return queue(tls, hdr, ZR_TLS_CT_APPLICATION_DATA, r->pend_len);
+}
+
+static int append_control(zr_tls_t *tls, uint8_t type, const uint8_t *data, size_t len)
+{
+	zr_record_t *r = &tls->rec;
+	int rc = close_pending(tls);
+	if (!rc)
+		rc = seal_batch(tls);
+	if (rc)
+		return rc;
+	struct zr_tls_chunk *c = zr_tls_out_room(tls, len + ZR_RECORD_OVERHEAD);
+	if (!c)
+		return write_fail(tls, -ENOMEM, "out of memory");
+	uint8_t *hdr = c->data + c->tail;
+	memcpy(hdr + ZR_RECORD_HEADER_LEN, data, len);
+	c->tail += len + ZR_RECORD_OVERHEAD;
+	tls->out_len += len + ZR_RECORD_OVERHEAD;
+	r->unsealed[r->n_unsealed].hdr = hdr;
+	r->unsealed[r->n_unsealed].type = type;
+	r->unsealed[r->n_unsealed].len = (uint32_t)len;
+	r->n_unsealed++;
+	return seal_batch(tls);
+}
+
+int zr_record_write(zr_tls_t *tls, const void *data, size_t len)
+{
+	zr_record_t *r = &tls->rec;
+	const uint8_t *p = data;
+	if (r->write_closed)
+		return -EPIPE;
+	while (len) {
+		if (!r->pend_hdr) {
+			struct zr_tls_chunk *c = zr_tls_out_room(tls, ZR_RECORD_OVERHEAD + PEND_MIN);
+			if (!c)
+				return write_fail(tls, -ENOMEM, "out of memory");
+			size_t room = ZR_TLS_CHUNK_SIZE - c->tail - ZR_RECORD_OVERHEAD;
+			r->pend_hdr = c->data + c->tail;
+			r->pend_cap = room < ZR_RECORD_PLAIN_MAX ? room : ZR_RECORD_PLAIN_MAX;
+			r->pend_len = 0;
+			c->tail += ZR_RECORD_HEADER_LEN;
+			tls->out_len += ZR_RECORD_HEADER_LEN;
+		}
+		size_t n = r->pend_cap - r->pend_len < len ? r->pend_cap - r->pend_len : len;
+		memcpy(r->pend_hdr + ZR_RECORD_HEADER_LEN + r->pend_len, p, n);
+		r->pend_len += n;
+		tls->out_last->tail += n;
+		tls->out_len += n;
+		p += n;
+		len -= n;
+		if (r->pend_len == r->pend_cap) {
+			int rc = close_pending(tls);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+int zr_record_flush(zr_tls_t *tls)
+{
+	int rc = close_pending(tls);
+	return rc ? rc : seal_batch(tls);
+}
+
+void zr_record_close_notify(zr_tls_t *tls)
+{
+	static const uint8_t close_notify[2] = {1, ZR_TLS_ALERT_CLOSE_NOTIFY};
+	if (tls->rec.write_closed)
+		return;
+	if (!append_control(tls, ZR_TLS_CT_ALERT, close_notify, sizeof(close_notify)))
+		tls->rec.write_closed = true;
+}
+
+/* We refuse what the peer sent: a fatal alert goes out and the connection
+ * fails (only this one). */
+static int read_fail(zr_tls_t *tls, int alert, const char *why)
+{
+	zr_record_t *r = &tls->rec;
+	int rc = alert == ZR_TLS_ALERT_BAD_RECORD_MAC ? -EBADMSG : -EPROTO;
+	if (tls->state != ZR_TLS_ESTABLISHED)
+		return tls->fail_rc;
+	if (!r->write_closed) {
+		const uint8_t msg[2] = {2, (uint8_t)alert};
+		if (!append_control(tls, ZR_TLS_CT_ALERT, msg, sizeof(msg)))
+			r->write_closed = true;
+	}
+	zr_tls_set_error(tls, rc, "read: %s (sent alert %s)", why, alert_name((unsigned)alert));
+	tls->state = ZR_TLS_FAILED;
+	return rc;
+}
+
+static int alert_why(zr_tls_t *tls, int alert)
+{
+	switch (alert) {
+	case ZR_TLS_ALERT_BAD_RECORD_MAC:
+		return read_fail(tls, alert, "record failed to authenticate");
+	case ZR_TLS_ALERT_RECORD_OVERFLOW:
+		return read_fail(tls, alert, "record too long");
+	case ZR_TLS_ALERT_UNEXPECTED_MESSAGE:
+		return read_fail(tls, alert, "unexpected record or message");
+	case ZR_TLS_ALERT_ILLEGAL_PARAMETER:
+		return read_fail(tls, alert, "bad KeyUpdate");
+	case ZR_TLS_ALERT_DECODE_ERROR:
+		return read_fail(tls, alert, "malformed message");
+	default:
+		return read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "internal error");
+	}
+}
+
+/* The post-handshake messages in one record's content; a message may span
+ * records. *updated: a KeyUpdate ended the record, the read key changed. */
+static int handshake_msgs(zr_tls_t *tls, const uint8_t *p, size_t n, bool *updated)
+{
+	zr_record_t *r = &tls->rec;
+	while (n) {
+		if (r->hs_have < 4) {
+			size_t take = 4u - r->hs_have < n ? 4u - r->hs_have : n;
+			memcpy(r->hs_hdr + r->hs_have, p, take);
+			r->hs_have = (uint8_t)(r->hs_have + take);
+			p += take;
+			n -= take;
+			if (r->hs_have < 4)
+				break;
+			r->hs_left = (uint32_t)r->hs_hdr[1] << 16 | (uint32_t)r->hs_hdr[2] << 8 | r->hs_hdr[3];
+			switch (r->hs_hdr[0]) {
+			case HS_KEY_UPDATE:
+				if (r->hs_left != 1)
+					return ZR_TLS_ALERT_DECODE_ERROR;
+				break;
+			case HS_NEW_SESSION_TICKET: /* tickets are of no use to us */
+				if (tls->server)
+					return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+				break;
+			default: /* renegotiation, post-handshake auth we never offered, ... */
+				return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+			}
+		}
+		size_t take = r->hs_left < n ? r->hs_left : n;
+		if (take && r->hs_hdr[0] == HS_KEY_UPDATE)
+			r->hs_body = p[0];
+		p += take;
+		n -= take;
+		r->hs_left -= (uint32_t)take;
+		if (r->hs_left)
+			break;
+		r->hs_have = 0;
+		if (r->hs_hdr[0] != HS_KEY_UPDATE)
+			continue;
+		/* RFC 8446 5.1: a key change ends its record. */
+		if (n)
+			return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+		if (r->hs_body > 1)
+			return ZR_TLS_ALERT_ILLEGAL_PARAMETER;
+		if (zr_record_dir_update(&r->rd))
+			return ZR_TLS_ALERT_INTERNAL_ERROR;
+		*updated = true;
+		if (r->hs_body == 1 && !r->write_closed) {
+			int rc = close_pending(tls);
+			if (!rc)
+				rc = seal_batch(tls);
+			if (!rc)
+				rc = send_key_update(tls, false);
+			if (rc)
+				return ZR_TLS_ALERT_INTERNAL_ERROR;
+		}
+	}
+	return 0;
+}
+
+/* Takes n received bytes: the fed queue first, then the lent region. */
+static void consume_input(zr_tls_t *tls, size_t n)
+{
+	if (tls->in_tail > tls->in_head) {
+		tls->in_head += n;
+		if (tls->in_head == tls->in_tail)
+			tls->in_head = tls->in_tail = 0;
+	} else {
+		tls->lent += n;
+		tls->lent_len -= n;
+	}
+}
+
+static size_t record_len(const uint8_t *hdr)
+{
+	return ZR_RECORD_HEADER_LEN + ((size_t)hdr[3] << 8 | hdr[4]);
+}
+
+/* Records never straddle the fed queue and the lent region: a record cut
+ * between them is completed in the queue from the lent bytes. */
+static int join_cut_record(zr_tls_t *tls)
+{
+	size_t off = tls->in_head, end = tls->in_tail;
+	if (!tls->lent_len || off == end)
+		return 0;
+	while (end - off >= ZR_RECORD_HEADER_LEN && end - off >= record_len(tls->in + off))
+		off += record_len(tls->in + off);
+	if (off == end)
+		return 0;
+	size_t rel = off - tls->in_head;
+	for (int step = 0; step < 2 && tls->lent_len; step++) {
+		size_t have = tls->in_tail - tls->in_head - rel, need;
+		if (have < ZR_RECORD_HEADER_LEN)
+			need = ZR_RECORD_HEADER_LEN - have;
+		else if (record_len(tls->in + tls->in_head + rel) > ZR_RECORD_HEADER_LEN + ZR_RECORD_CIPHER_MAX)
+			return 0; /* refused from its header anyway */
+		else
+			need = record_len(tls->in + tls->in_head + rel) - have;
+		size_t take = need < tls->lent_len ? need : tls->lent_len;
+		const uint8_t *src = tls->lent;
+		tls->lent += take;
+		tls->lent_len -= take;
+		if (zr_tls_feed(tls, src, take))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Opens a batch whose outputs overlap: each record's last byte (its content
+ * type, unless padded) lands on the next record's first byte, so that the
+ * contents come out back to back with nothing to squeeze out. Neighbours
+ * never open in the same call: the even records first, their overlapping
+ * bytes kept, then the odd ones, then the even records' first bytes put
+ * back. last[i] gets record i's last byte. Records are >= 2 bytes long when
+ * n > 1. */
+static void open_overlapped(zr_record_dir_t *d, zr_aead_rec_t *recs, size_t n, uint8_t *last)
+{
+	zr_aead_rec_t half[ZR_AEAD_BATCH_MAX / 2 + 1];
+	uint8_t first[ZR_AEAD_BATCH_MAX];
+	size_t m = 0;
+	for (size_t i = 0; i < n; i += 2)
+		half[m++] = recs[i];
+	/* Statuses are checked record by record by the caller, in order. */
+	(void)!zr_aead_open(d->key, half, m);
+	for (size_t i = 0; i < n; i += 2) {
+		recs[i].status = half[i / 2].status;
+		first[i] = recs[i].len ? recs[i].out[0] : 0;
+		last[i] = recs[i].len ? recs[i].out[recs[i].len - 1] : 0;
+	}
+	if (n < 2)
+		return;
+	m = 0;
+	for (size_t i = 1; i < n; i += 2)
+		half[m++] = recs[i];
+	(void)!zr_aead_open(d->key, half, m);
+	for (size_t i = 1; i < n; i += 2) {
+		recs[i].status = half[i / 2].status;
+		last[i] = recs[i].out[recs[i].len - 1];
+	}
+	for (size_t i = 0; i < n; i += 2)
+		recs[i].out[0] = first[i]; /* n > 1: every record has >= 2 bytes */
+}
+
+/* The type of an inner plaintext whose last byte is kept apart. */
+static int inner_type_split(const uint8_t *p, size_t inner_len, uint8_t last, uint8_t *type, size_t *len)
+{
+	if (inner_len > ZR_RECORD_INNER_MAX)
+		return ZR_TLS_ALERT_RECORD_OVERFLOW;
+	if (!inner_len)
+		return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+	if (last) {
+		*type = last;
+		*len = inner_len - 1;
+		return 0;
+	}
+	return inner_type(p, inner_len - 1, type, len);
+}
+
+/* Opens a batch of the complete records at the head of the input that fit
+ * out[0..cap) (or the first one into the staging buffer when `stage` and it
+ * does not fit). Returns the application bytes now at out[0..), and sets
+ * *records to the number of records consumed; on failure the connection is
+ * FAILED. */
+static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, size_t *records)
+{
+	zr_record_t *r = &tls->rec;
+	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
+	uint8_t last[ZR_AEAD_BATCH_MAX];
+	size_t n = 0, pos = 0, delivered = 0;
+	bool staged = false;
+	*records = 0;
+	if (join_cut_record(tls)) {
+		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+		return 0;
+	}
+	const uint8_t *src = tls->in ? tls->in + tls->in_head : NULL;
+	size_t avail = tls->in_tail - tls->in_head;
+	bool lent = false;
+	while (n < ZR_AEAD_BATCH_MAX) {
+		if (!avail && !lent && tls->lent_len) {
+			src = tls->lent;
+			avail = tls->lent_len;
+			lent = true;
+		}
+		if (avail < ZR_RECORD_HEADER_LEN)
+			break;
+		size_t ct_len;
+		int alert = check_header(src, &ct_len);
+		if (alert) {
+			if (!n)
+				alert_why(tls, alert);
+			break; /* the records before it first */
+		}
+		if (avail < ZR_RECORD_HEADER_LEN + ct_len)
+			break;
+		size_t inner_len = ct_len - ZR_AEAD_TAG_LEN;
+		uint8_t *dst = out + pos;
+		if (inner_len < 2 && n) /* a record of < 2 bytes overlaps too much: alone */
+			break;
+		if (pos + inner_len > cap) {
+			if (n || !stage)
+				break;
+			if (!r->stage && !(r->stage = malloc(ZR_RECORD_CIPHER_MAX))) {
+				read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+				return 0;
+			}
+			dst = r->stage;
+			staged = true;
+		}
+		rec_init(&recs[n], &r->rd, r->rd.seq + n, src, dst, inner_len);
+		n++;
+		pos += inner_len ? inner_len - 1 : 0;
+		src += ZR_RECORD_HEADER_LEN + ct_len;
+		avail -= ZR_RECORD_HEADER_LEN + ct_len;
+		if (staged || inner_len < 2)
+			break;
+	}
+	if (!n)
+		return 0;
+	open_overlapped(&r->rd, recs, n, last);
+	for (size_t i = 0; i < n; i++) {
+		if (recs[i].status) {
+			alert_why(tls, ZR_TLS_ALERT_BAD_RECORD_MAC);
+			return delivered;
+		}
+		consume_input(tls, ZR_RECORD_HEADER_LEN + recs[i].len + ZR_AEAD_TAG_LEN);
+		r->rd.seq++;
+		(*records)++;
+		uint8_t type;
+		size_t len;
+		int alert = inner_type_split(recs[i].out, recs[i].len, last[i], &type, &len);
+		if (!alert && (r->hs_have || r->hs_left) && type != ZR_TLS_CT_HANDSHAKE)
+			alert = ZR_TLS_ALERT_UNEXPECTED_MESSAGE; /* a message cut by another type */
+		if (alert) {
+			alert_why(tls, alert);
+			return delivered;
+		}
+		const uint8_t *content = recs[i].out;
+		bool updated = false;
+		switch (type) {
+		case ZR_TLS_CT_APPLICATION_DATA:
+			if (staged) {
+				size_t take = len < cap ? len : cap;
+				memcpy(out, content, take);
+				r->stage_head = take;
+				r->stage_len = len - take;
+				return take;
+			}
+			if (content != out + delivered)
+				memmove(out + delivered, content, len);
+			delivered += len;
+			break;
+		case ZR_TLS_CT_ALERT:
+			if (len != 2) {
+				alert_why(tls, ZR_TLS_ALERT_DECODE_ERROR);
+				return delivered;
+			}
+			if (content[1] == ZR_TLS_ALERT_CLOSE_NOTIFY) {
+				r->read_closed = true; /* what follows is ignored (RFC 8446 6.1) */
+				return delivered;
+			}
+			if (content[1] == ZR_TLS_ALERT_USER_CANCELED)
+				break;
+			zr_tls_set_error(tls, -ECONNRESET, "read: peer sent alert %s (%u)", alert_name(content[1]),
+					 content[1]);
+			tls->state = ZR_TLS_FAILED;
+			return delivered;
+		case ZR_TLS_CT_HANDSHAKE:
+			alert = len ? handshake_msgs(tls, content, len, &updated) : ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+			if (alert) {
+				alert_why(tls, alert);
+				return delivered;
+			}
+			/* The rest of the batch was opened with the old key: it
+			 * stays in the input for the next batch. */
+			if (updated)
+				return delivered;
+			break;
+		default:
+			alert_why(tls, ZR_TLS_ALERT_UNEXPECTED_MESSAGE);
+			return delivered;
+		}
+	}
+	return delivered;
+}
+
+ssize_t zr_record_read(zr_tls_t *tls, void *buf, size_t cap)
+{
+	zr_record_t *r = &tls->rec;
+	uint8_t *out = buf;
+	if (r->stage_len) {
+		size_t take = r->stage_len < cap ? r->stage_len : cap;
+		memcpy(out, r->stage + r->stage_head, take);
+		r->stage_head += take;
+		r->stage_len -= take;
+		return (ssize_t)take;
+	}
+	size_t got = 0, records;
+	while (!r->read_closed && tls->state == ZR_TLS_ESTABLISHED && got < cap && !r->stage_len) {
+		got += read_batch(tls, out + got, cap - got, got == 0, &records);
+		if (!records)
+			break;
+	}
+	if (got)
+		return (ssize_t)got;
+	if (tls->state == ZR_TLS_FAILED)
+		return tls->fail_rc;
+	return r->read_closed ? 0 : -EAGAIN;
+}

@@ -17,6 +17,15 @@
 #define PING_IDLE_NS			(10ull * 1000000000ull)
 #define PING_DEAD_NS			(20ull * 1000000000ull)
 #define MAX_FRAME			(256 * 1024)
+#define HBONE_ASYNC_FDS			4 /* fds of one paused async crypto job we wait on */
+
+/* A one-shot poll on an fd that a paused async handshake job (an OpenSSL
+ * provider on a crypto device) waits on. */
+typedef struct zr_hbone_async_wait {
+	zr_io_op_t op;
+	zr_h2conn_t *hc;
+	bool armed;
+} zr_hbone_async_wait_t;
 
 struct zr_h2conn {
 	zr_io_op_t recv_op, send_op, connect_op;
@@ -42,6 +51,11 @@ struct zr_h2conn {
 	char *peer_id;
 	char *allowed[8]; /* client: acceptable server identities */
 	size_t n_allowed;
+	/* Handshake offload: zr_tls_handshake returned 2 and these polls wait
+	 * for the device; async_resume: one fired, resume once none is armed. */
+	zr_hbone_async_wait_t async[HBONE_ASYNC_FDS];
+	unsigned async_armed;
+	bool async_waiting, async_resume;
 };
 
 static inline const zr_config_t *hc_cfg(const zr_h2conn_t *hc)

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
@@ -119,13 +120,97 @@ static void tls_failed(zr_h2conn_t *hc, int err)
 	zr_hbone_close_conn(hc, NULL);
 }
 
+static void hc_process_input(zr_h2conn_t *hc);
+
+/* --- handshake offload: a paused async job waits on a device's fds --- */
+
+static void hc_async_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_hbone_async_wait_t *a = container_of(op, zr_hbone_async_wait_t, op);
+	zr_h2conn_t *hc = a->hc;
+	a->armed = false;
+	hc->async_armed--;
+	hc->inflight--;
+	if (hc->closing) {
+		hc_maybe_free(hc);
+		return;
+	}
+	if (res < 0 && res != -ECANCELED) {
+		zr_hbone_close_conn(hc, "waiting for the crypto device failed");
+		hc_maybe_free(hc);
+		return;
+	}
+	if (res >= 0 && hc->async_waiting) {
+		/* The job can go on: stop the other polls, and resume once their
+		 * completions are back (the slots are reused by the next wait). */
+		hc->async_waiting = false;
+		hc->async_resume = true;
+		for (size_t i = 0; i < HBONE_ASYNC_FDS; i++)
+			if (hc->async[i].armed)
+				zr_io_cancel(hc->w->io, &hc->async[i].op);
+	}
+	if (hc->async_waiting && hc->async_armed == 0) {
+		/* Every poll ended without an event: asking the job again is
+		 * harmless (it pauses again and we wait again). */
+		hc->async_waiting = false;
+		hc->async_resume = true;
+	}
+	if (hc->async_resume && hc->async_armed == 0) {
+		hc->async_resume = false;
+		hc_process_input(hc);
+	}
+	hc_maybe_free(hc);
+}
+
+/* zr_tls_handshake returned 2: arm a one-shot poll on each fd the job waits
+ * on. The handshake timeout still bounds a device that never answers. */
+static void hc_wait_async(zr_h2conn_t *hc)
+{
+	int fds[HBONE_ASYNC_FDS];
+	size_t n = zr_tls_async_fds(hc->tls, fds, HBONE_ASYNC_FDS);
+	if (n == 0 || n > HBONE_ASYNC_FDS) {
+		zr_hbone_close_conn(hc, "async handshake job: no (or too many) file descriptors to wait on");
+		return;
+	}
+	hc->async_waiting = true;
+	for (size_t i = 0; i < n; i++) {
+		zr_hbone_async_wait_t *a = &hc->async[i];
+		a->hc = hc;
+		a->op.cb = hc_async_cb;
+		if (zr_io_poll_once(hc->w->io, &a->op, fds[i], POLLIN) < 0) {
+			zr_hbone_close_conn(hc, "can't wait for the crypto device");
+			return;
+		}
+		a->armed = true;
+		hc->async_armed++;
+		hc->inflight++;
+	}
+}
+
+static void hc_cancel_async(zr_h2conn_t *hc)
+{
+	hc->async_waiting = hc->async_resume = false;
+	for (size_t i = 0; i < HBONE_ASYNC_FDS; i++)
+		if (hc->async[i].armed)
+			zr_io_cancel(hc->w->io, &hc->async[i].op);
+}
+
 static void hc_process_input(zr_h2conn_t *hc)
 {
 	zr_worker_t *w = hc->w;
 	if (hc->handshaking) {
+		/* Input that arrives while a job is paused stays buffered in TLS
+		 * until the device answers. */
+		if (hc->async_waiting || hc->async_resume)
+			return;
 		int r = zr_tls_handshake(hc->tls);
 		if (r < 0) {
 			tls_failed(hc, r);
+			return;
+		}
+		if (r == 2) {
+			hc_start_send(hc);
+			hc_wait_async(hc);
 			return;
 		}
 		if (r == 0) {
@@ -318,6 +403,10 @@ void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 	}
 	if (hc->fd >= 0 && hc->inflight)
 		zr_io_cancel_fd(hc->w->io, hc->fd);
+	/* The device's fds are not ours to close: cancel the polls on them,
+	 * and the connection is freed once their completions are back. */
+	if (hc->async_armed)
+		hc_cancel_async(hc);
 }
 
 static void hc_maybe_free(zr_h2conn_t *hc)

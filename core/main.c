@@ -15,9 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/provider.h>
+
 #include "core/conn.h"
 #include "core/runtime-t.h"
 #include "core/worker.h"
+#include "crypto/aead.h"
 #include "crypto/tls.h"
 #include "ctl/config.h"
 #include "ctl/server.h"
@@ -106,6 +111,128 @@ static int load_identities(const zr_config_t *cfg, zr_identity_store_t **ids, bo
 	return 0;
 }
 
+/* The first (root-cause) error of OpenSSL's queue, with its detail; the
+ * queue is emptied. */
+static void openssl_reason(char *out, size_t cap)
+{
+	const char *data;
+	int flags;
+	unsigned long e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags);
+	if (!e) {
+		snprintf(out, cap, "no reason given by OpenSSL");
+		return;
+	}
+	char one[256];
+	ERR_error_string_n(e, one, sizeof(one));
+	if ((flags & ERR_TXT_STRING) && data && data[0])
+		snprintf(out, cap, "%s (%s)", one, data);
+	else
+		snprintf(out, cap, "%s", one);
+	ERR_clear_error();
+}
+
+/* The start-up record-crypto choice; /metrics and /config_dump show it for
+ * the life of the process. */
+static zr_crypto_info_t crypto_info;
+
+static const char *const record_crypto_names[] = {
+	[ZR_RECORD_CRYPTO_AUTO] = "auto",	[ZR_RECORD_CRYPTO_IPSEC_MB] = "ipsec-mb",
+	[ZR_RECORD_CRYPTO_OPENSSL] = "openssl", [ZR_RECORD_CRYPTO_DPDK] = "dpdk",
+	[ZR_RECORD_CRYPTO_KTLS] = "ktls",
+};
+
+/* Providers this process loaded, released at exit so that OpenSSL's own
+ * clean-up frees them (leak checkers otherwise report them). */
+static OSSL_PROVIDER *providers[2];
+
+static void unload_providers(void)
+{
+	for (size_t i = 0; i < 2; i++)
+		if (providers[i])
+			OSSL_PROVIDER_unload(providers[i]);
+}
+
+/* Loads tls.opensslProvider and picks the record-crypto backend, before
+ * any SSL_CTX exists so that handshakes use the provider. Errors are logged;
+ * returns 0 or -1. Control thread, once. */
+static int setup_crypto(const zr_config_t *cfg)
+{
+	char why[1024];
+	const char *provider = cfg->tls.openssl_provider;
+	if (provider) {
+		/* Loading a provider by name turns off the implicit "default"
+		 * one: keep it for what the provider does not implement. */
+		if (!(providers[0] = OSSL_PROVIDER_try_load(NULL, provider, 1))) {
+			openssl_reason(why, sizeof(why));
+			zr_err("main", "tls.opensslProvider: OpenSSL provider '%s' could not be loaded: %s", provider,
+			       why);
+			return -1;
+		}
+		if (!(providers[1] = OSSL_PROVIDER_try_load(NULL, "default", 1))) {
+			openssl_reason(why, sizeof(why));
+			zr_err("main", "OpenSSL provider 'default' could not be loaded: %s", why);
+			return -1;
+		}
+		/* Registered once OpenSSL is initialised, so after its own atexit
+		 * handler: runs before it. */
+		atexit(unload_providers);
+		zr_tls_set_async(true);
+	}
+	bool own = cfg->tls.record_layer == ZR_RECORD_LAYER_ZRING;
+	zr_record_crypto_t want = cfg->tls.record_crypto;
+	if (!own) {
+		/* OpenSSL's record layer does its own crypto (EVP, through the
+		 * provider when one is loaded). */
+		if (want != ZR_RECORD_CRYPTO_AUTO && want != ZR_RECORD_CRYPTO_OPENSSL)
+			zr_warn("main",
+				"tls.recordCrypto: %s is not used with tls.recordLayer: openssl; records go "
+				"through OpenSSL's record layer",
+				record_crypto_names[want]);
+		want = ZR_RECORD_CRYPTO_OPENSSL;
+	}
+	const zr_aead_backend_t *b = NULL;
+	if (zr_aead_select(want, provider, &b, why, sizeof(why)) < 0) {
+		zr_err("main", "tls.recordCrypto: %s: %s", record_crypto_names[cfg->tls.record_crypto], why);
+		return -1;
+	}
+	if (!b) {
+		/* ktls: the tls ULP is there, but no record layer hands it keys
+		 * yet; running OpenSSL's layer under its name would mislead. */
+		zr_err("main", "tls.recordCrypto: ktls: the kernel has the tls ULP, but zring does not hand TLS "
+			       "keys to it yet; use auto, ipsec-mb or openssl");
+		return -1;
+	}
+	zr_tls_set_record_layer(b, own);
+
+	/* Copies: the config is freed when a reload replaces it. */
+	static char description[256], provider_name[256];
+	snprintf(description, sizeof(description), "%s", b->describe ? b->describe() : b->name);
+	if (provider)
+		snprintf(provider_name, sizeof(provider_name), "%s", provider);
+	crypto_info = (zr_crypto_info_t){
+		.backend = b->name,
+		.description = description,
+		.record_layer = own ? "zring" : "openssl",
+		.openssl_provider = provider ? provider_name : NULL,
+	};
+	char e_backend[64], e_desc[512], e_prov[256];
+	char fields[1024];
+	snprintf(fields, sizeof(fields), "\"backend\":\"%s\",\"description\":\"%s\",\"recordLayer\":\"%s\"%s%s%s",
+		 zr_json_escape(crypto_info.backend, e_backend, sizeof(e_backend)),
+		 zr_json_escape(description, e_desc, sizeof(e_desc)), crypto_info.record_layer,
+		 provider ? ",\"opensslProvider\":\"" : "",
+		 provider ? zr_json_escape(provider, e_prov, sizeof(e_prov)) : "", provider ? "\"" : "");
+	zr_log_write(ZR_LOG_INFO, "main", fields, "TLS record crypto: %s (%s) in %s's record layer%s%s",
+		     crypto_info.backend, description, crypto_info.record_layer, provider ? ", OpenSSL provider " : "",
+		     provider ? provider : "");
+	return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
 static bool same_listener(const zr_listener_cfg_t *a, const zr_listener_cfg_t *b)
 {
 	return a->enabled == b->enabled &&
@@ -128,6 +255,12 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 	    !same_listener(&cur->listeners.metrics, &cfg->listeners.metrics) ||
 	    !same_listener(&cur->listeners.readiness, &cfg->listeners.readiness) || cur->workers != cfg->workers)
 		zr_warn("main", "listener addresses and worker count take effect at the next restart");
+	if (cur->tls.record_crypto != cfg->tls.record_crypto || cur->tls.record_layer != cfg->tls.record_layer ||
+	    !same_str(cur->tls.openssl_provider, cfg->tls.openssl_provider))
+		zr_warn("main",
+			"tls.recordCrypto, tls.recordLayer and tls.opensslProvider take effect at the next "
+			"restart; still using %s in %s's record layer",
+			crypto_info.backend, crypto_info.record_layer);
 	zr_identity_store_t *ids = NULL;
 	if (load_identities(cfg, &ids, true) < 0) {
 		zr_err("main", "reload failed: certificates unusable; keeping the running config and certificates");
@@ -167,12 +300,9 @@ static int run(const char *path, const char *log_level)
 		return EXIT_RUNTIME;
 	}
 	raise_nofile();
-	zr_identity_store_t *ids;
-	if (load_identities(cfg, &ids, true) < 0) {
-		zr_config_free(cfg);
-		return EXIT_RUNTIME;
-	}
-
+	/* Blocked before any thread exists, so that every thread inherits the
+	 * mask: a crypto backend's own threads (DPDK's EAL starts several)
+	 * would otherwise take a SIGHUP with its default action, exit. */
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGHUP);
@@ -180,6 +310,16 @@ static int run(const char *path, const char *log_level)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if (setup_crypto(cfg) < 0) {
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
+	zr_identity_store_t *ids;
+	if (load_identities(cfg, &ids, true) < 0) {
+		zr_config_free(cfg);
+		return EXIT_RUNTIME;
+	}
+
 	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	int quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (sfd < 0 || quit_fd < 0) {
@@ -199,6 +339,7 @@ static int run(const char *path, const char *log_level)
 		}
 		return EXIT_RUNTIME;
 	}
+	rt->crypto = &crypto_info;
 	zr_ctl_hooks_t hooks;
 	zr_runtime_hooks(rt, &hooks, quit_fd);
 	zr_ctl_servers_t *srv = NULL;

@@ -24,6 +24,7 @@ struct zr_runtime {
 	unsigned n_workers;
 	int quit_fd;
 	_Atomic bool ready;
+	const struct zr_crypto_info *crypto; /* start-up's record-crypto choice (main's, static) */
 };
 
 int zr_listener_socket(const zr_sockaddr_t *addr, bool freebind, int *out_fd);

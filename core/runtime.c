@@ -368,11 +368,9 @@ static void hook_quit(void *ctx)
 	(void)r;
 }
 
-static const char *hook_crypto_backend(void *ctx)
+static const zr_crypto_info_t *hook_crypto(void *ctx)
 {
-	zr_runtime_t *rt = ctx;
-	/* TLS records go through OpenSSL's own record layer for now. */
-	return rt->owned->ids ? "openssl" : "none";
+	return ((zr_runtime_t *)ctx)->crypto;
 }
 
 void zr_runtime_hooks(zr_runtime_t *rt, zr_ctl_hooks_t *hooks, int quit_fd)
@@ -387,6 +385,6 @@ void zr_runtime_hooks(zr_runtime_t *rt, zr_ctl_hooks_t *hooks, int quit_fd)
 		.dump_connections = hook_dump_connections,
 		.ready = hook_ready,
 		.quit = hook_quit,
-		.crypto_backend = hook_crypto_backend,
+		.crypto = hook_crypto,
 	};
 }

@@ -29,6 +29,14 @@ typedef enum zr_record_crypto {
 	ZR_RECORD_CRYPTO_KTLS,
 } zr_record_crypto_t;
 
+/* Who frames and protects TLS records after the handshake: zring's own
+ * record layer on the recordCrypto backend, or OpenSSL's (for comparison,
+ * and as a fallback). */
+typedef enum zr_record_layer {
+	ZR_RECORD_LAYER_ZRING = 0,
+	ZR_RECORD_LAYER_OPENSSL,
+} zr_record_layer_t;
+
 typedef struct zr_listener_cfg {
 	bool enabled; /* false when set to null */
 	zr_sockaddr_t addr;
@@ -168,7 +176,8 @@ typedef struct zr_config {
 		char **cipher_suites;
 		size_t n_cipher_suites;
 		zr_record_crypto_t record_crypto;
-		char *openssl_provider;
+		zr_record_layer_t record_layer;
+		char *openssl_provider; /* NULL = none */
 	} tls;
 	struct {
 		char *ca_certificates; /* absolute path or NULL */

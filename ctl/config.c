@@ -23,6 +23,7 @@ struct loader {
 
 static const char *const io_backend_names[] = {"auto", "uring", "epoll", NULL};
 static const char *const record_crypto_names[] = {"auto", "ipsec-mb", "openssl", "dpdk", "ktls", NULL};
+static const char *const record_layer_names[] = {"zring", "openssl", NULL};
 /* TLS 1.3 is the only version HBONE speaks, so only its suites make sense. */
 static const char *const tls13_suites[] = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
 					   "TLS_CHACHA20_POLY1305_SHA256", NULL};
@@ -197,8 +198,19 @@ static int tls_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *c
 		cfg->tls.record_crypto = (zr_record_crypto_t)idx;
 		return 0;
 	}
-	if (!strcmp(key, "opensslProvider"))
-		return zr_yaml_str_opt(w, v, &cfg->tls.openssl_provider);
+	if (!strcmp(key, "recordLayer")) {
+		if (zr_yaml_enum(w, v, "record layer", record_layer_names, &idx) != 0)
+			return -1;
+		cfg->tls.record_layer = (zr_record_layer_t)idx;
+		return 0;
+	}
+	if (!strcmp(key, "opensslProvider")) {
+		if (zr_yaml_str_opt(w, v, &cfg->tls.openssl_provider) != 0)
+			return -1;
+		if (cfg->tls.openssl_provider && !cfg->tls.openssl_provider[0])
+			return zr_yaml_fail(w, v, "expected a provider name (or null for none)");
+		return 0;
+	}
 	return 1;
 }
 
@@ -390,6 +402,7 @@ static int set_defaults(zr_config_t *cfg)
 	cfg->workers = 0;
 	cfg->io_backend = ZR_IO_BACKEND_AUTO;
 	cfg->tls.record_crypto = ZR_RECORD_CRYPTO_AUTO;
+	cfg->tls.record_layer = ZR_RECORD_LAYER_ZRING;
 	cfg->drain_timeout_ms = 30 * 1000;
 	cfg->pool_max_streams_per_connection = 100;
 	cfg->pool_idle_timeout_ms = 5 * 60 * 1000;

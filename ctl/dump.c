@@ -266,6 +266,23 @@ static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg)
 	zr_strbuf_puts(o, "]");
 }
 
+/* The start-up choice, not the file's current text: a reload that changes
+ * tls.recordCrypto waits for a restart, and this shows what runs. */
+static void dump_crypto(zr_strbuf_t *o, const zr_crypto_info_t *ci)
+{
+	bool first = true;
+	zr_strbuf_puts(o, "{");
+	kv_str(o, &first, "backend", ci && ci->backend ? ci->backend : "none");
+	kv_str(o, &first, "description", ci && ci->description ? ci->description : "");
+	kv_str(o, &first, "recordLayer", ci && ci->record_layer ? ci->record_layer : "none");
+	key(o, &first, "opensslProvider");
+	if (ci && ci->openssl_provider)
+		zr_strbuf_json_str(o, ci->openssl_provider);
+	else
+		zr_strbuf_puts(o, "null");
+	zr_strbuf_puts(o, "}");
+}
+
 void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 {
 	const zr_config_t *cfg = hooks->config_acquire(hooks->ctx);
@@ -308,7 +325,8 @@ void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 		hooks->dump_connections(hooks->ctx, o);
 	else
 		zr_strbuf_puts(o, "[]");
-	kv_str(o, &first, "cryptoBackend", hooks->crypto_backend ? hooks->crypto_backend(hooks->ctx) : "none");
+	key(o, &first, "crypto");
+	dump_crypto(o, hooks->crypto ? hooks->crypto(hooks->ctx) : NULL);
 	kv_str(o, &first, "logLevel", zr_log_level_name(zr_log_get_level()));
 	zr_strbuf_puts(o, "}\n");
 }

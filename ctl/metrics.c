@@ -196,9 +196,12 @@ void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 	render_tcp(out, hooks, n_workers);
 	family(out, "zring_workers", "gauge", "Number of worker threads");
 	zr_strbuf_printf(out, "zring_workers %zu\n", n_workers);
-	family(out, "zring_crypto_backend_info", "gauge", "Record-crypto backend in use");
+	const zr_crypto_info_t *ci = hooks->crypto ? hooks->crypto(hooks->ctx) : NULL;
+	family(out, "zring_crypto_backend_info", "gauge", "TLS record-crypto backend and record layer in use");
 	zr_strbuf_puts(out, "zring_crypto_backend_info{backend=\"");
-	label_value(out, hooks->crypto_backend ? hooks->crypto_backend(hooks->ctx) : "none");
+	label_value(out, ci && ci->backend ? ci->backend : "none");
+	zr_strbuf_puts(out, "\",record_layer=\"");
+	label_value(out, ci && ci->record_layer ? ci->record_layer : "none");
 	zr_strbuf_puts(out, "\"} 1\n");
 	render_workers(out, hooks, n_workers);
 }

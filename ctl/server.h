@@ -11,6 +11,15 @@
 #include "ctl/config-t.h"
 #include "io/strbuf.h"
 
+/* The record-crypto choice made at start-up (fixed for the process's life),
+ * as /metrics and /config_dump show it. */
+typedef struct zr_crypto_info {
+	const char *backend;	      /* AEAD backend doing record crypto: "ipsec-mb", "openssl", "dpdk" */
+	const char *description;      /* the backend's own description ("intel-ipsec-mb 1.3, VAES/AVX-512") */
+	const char *record_layer;     /* "zring" (zring's record layer) or "openssl" (OpenSSL's) */
+	const char *openssl_provider; /* provider loaded for handshakes, or NULL */
+} zr_crypto_info_t;
+
 typedef struct zr_ctl_hooks {
 	void *ctx;
 	/* Current config; valid until the matching release. Never NULL after start. */
@@ -26,8 +35,8 @@ typedef struct zr_ctl_hooks {
 	bool (*ready)(void *ctx, char *pending, size_t cap);
 	/* Begins a drain and exit (as SIGTERM). */
 	void (*quit)(void *ctx);
-	/* Name of the record-crypto backend in use ("none" before HBONE). */
-	const char *(*crypto_backend)(void *ctx);
+	/* The record-crypto choice; NULL (or no hook) when none was made. */
+	const zr_crypto_info_t *(*crypto)(void *ctx);
 } zr_ctl_hooks_t;
 
 typedef struct zr_ctl_servers zr_ctl_servers_t;

@@ -143,6 +143,8 @@ class Tap:
         self.t0 = time.monotonic()
         _print('TAP version 13')
         _print('# %s: zring = %s' % (name, ZRING))
+        if env_tls():
+            _print('# %s: tls settings from the environment: %s' % (name, env_tls()))
         signal.signal(signal.SIGALRM, self._alarm)
         signal.signal(signal.SIGTERM, self._sigterm)
         signal.alarm(timeout)
@@ -327,6 +329,21 @@ def dump_yaml(obj):
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
+def env_tls():
+    """tls: keys every generated config gets from the environment, so that the
+    'backends' suite runs the same tests on each record-crypto backend and
+    record layer: ZRTEST_RECORD_CRYPTO -> recordCrypto, ZRTEST_RECORD_LAYER ->
+    recordLayer, ZRTEST_OPENSSL_PROVIDER -> opensslProvider (handshakes in
+    OpenSSL's async mode). A test that sets one of these itself keeps its own
+    value."""
+    out = {}
+    for env, key in (('ZRTEST_RECORD_CRYPTO', 'recordCrypto'), ('ZRTEST_RECORD_LAYER', 'recordLayer'),
+                     ('ZRTEST_OPENSSL_PROVIDER', 'opensslProvider')):
+        if os.environ.get(env):
+            out[key] = os.environ[env]
+    return out
+
+
 def default_listeners(ip=NODE_IP):
     return {
         'outbound': '%s:15001' % ip,
@@ -478,12 +495,19 @@ class Node:
         else:
             cfg['localXds'] = self.state
         cfg.update(self.extra)
+        forced = env_tls()
+        if forced:
+            tls = dict(cfg.get('tls') or {})
+            for k, v in forced.items():
+                tls.setdefault(k, v)
+            cfg['tls'] = tls
         return cfg
 
     def write_config(self, text=None):
         """Writes config.yaml (from the model, or raw text) and state.yaml."""
         if self.state_in_file:
             self.write_state()
+        self._raw_config = text is not None
         self._atomic_write(self.config_path, text if text is not None else dump_yaml(self.config_dict()))
 
     def write_state(self, text=None):
@@ -520,7 +544,30 @@ class Node:
             self.tap.ok(False, 'zring (%s) ready within %.0f s' % (self.name, ready_timeout), why)
             self.dump_log(self.tap)
             self.expect_running = False
+        elif env_tls() and not self._raw_config and self.listeners.get('metrics'):
+            self._check_forced_tls()
         return ok
+
+    def _check_forced_tls(self):
+        """With ZRTEST_RECORD_CRYPTO / ZRTEST_RECORD_LAYER set, proves that the
+        run really uses them: zring_crypto_backend_info names that backend and
+        record layer."""
+        tls = self.config_dict().get('tls') or {}
+        layer = tls.get('recordLayer', 'zring')
+        crypto = tls.get('recordCrypto', 'auto')
+        want = {'record_layer': layer}
+        if layer == 'openssl':
+            want['backend'] = 'openssl'
+        elif crypto != 'auto':
+            want['backend'] = crypto
+        got = [l for n, l, v in self.metrics() if n == 'zring_crypto_backend_info']
+        self.tap.ok(len(got) == 1 and all(got[0].get(k) == v for k, v in want.items()),
+                    'zring (%s) runs recordCrypto %s in the %s record layer' % (self.name, crypto, layer),
+                    'zring_crypto_backend_info: %r, want %r' % (got, want))
+        if tls.get('opensslProvider'):
+            c = self.config_dump().get('crypto') or {}
+            self.tap.is_(c.get('opensslProvider'), tls['opensslProvider'],
+                         'zring (%s) loaded OpenSSL provider %s' % (self.name, tls['opensslProvider']))
 
     def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + timeout

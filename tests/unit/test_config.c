@@ -94,6 +94,7 @@ static void test_defaults(void)
 		   !strcmp(cfg->tls.cipher_suites[1], "TLS_AES_256_GCM_SHA384"),
 	   "cipherSuites default");
 	is(cfg->tls.record_crypto, ZR_RECORD_CRYPTO_AUTO, "recordCrypto default");
+	is(cfg->tls.record_layer, ZR_RECORD_LAYER_ZRING, "recordLayer default zring");
 	ok(!cfg->tls.openssl_provider && !cfg->identity.ca_certificates && !cfg->identity.n_certificates &&
 		   !cfg->identity.ca_address && !cfg->xds.address && !cfg->xds.root_cert && !cfg->xds.token_file &&
 		   !cfg->local_xds_path,
@@ -127,6 +128,7 @@ static void test_explicit(void)
 				   "tls:\n"
 				   "  cipherSuites: [TLS_CHACHA20_POLY1305_SHA256]\n"
 				   "  recordCrypto: ipsec-mb\n"
+				   "  recordLayer: openssl\n"
 				   "  opensslProvider: qatprovider\n"
 				   "identity:\n"
 				   "  caCertificates: certs/root.pem\n"
@@ -167,6 +169,7 @@ static void test_explicit(void)
 	ok(cfg->tls.n_cipher_suites == 1 && !strcmp(cfg->tls.cipher_suites[0], "TLS_CHACHA20_POLY1305_SHA256"),
 	   "cipherSuites chacha");
 	is(cfg->tls.record_crypto, ZR_RECORD_CRYPTO_IPSEC_MB, "recordCrypto ipsec-mb");
+	is(cfg->tls.record_layer, ZR_RECORD_LAYER_OPENSSL, "recordLayer openssl");
 	is_str(cfg->tls.openssl_provider, "qatprovider", "opensslProvider");
 	is_str(cfg->identity.ca_certificates, src("tests/unit/data/certs/root.pem"), "caCertificates made absolute");
 	ok(cfg->identity.n_certificates == 1, "one certificate");
@@ -250,6 +253,12 @@ static void test_errors(void)
 	expect_err("node: n\nioBackend: kqueue\n", 2, "ioBackend", "unknown io backend", "bad enum ioBackend");
 	expect_err("node: n\ntls:\n  recordCrypto: qat\n", 3, "tls.recordCrypto", "unknown record crypto",
 		   "bad enum recordCrypto");
+	expect_err("node: n\ntls:\n  cipherSuites: [TLS_AES_128_GCM_SHA256]\n  recordLayer: kernel\n", 4,
+		   "tls.recordLayer", "unknown record layer \"kernel\" (want zring | openssl)", "bad enum recordLayer");
+	expect_err("node: n\ntls:\n  recordLayer: [zring]\n", 3, "tls.recordLayer",
+		   "expected a record layer, got a list", "list for recordLayer");
+	expect_err("node: n\ntls:\n  opensslProvider: \"\"\n", 3, "tls.opensslProvider", "provider name",
+		   "empty opensslProvider");
 	expect_err("node: n\ntls:\n  cipherSuites:\n  - TLS_AES_128_GCM_SHA256\n  - ECDHE-RSA-AES128-GCM-SHA256\n", 5,
 		   "tls.cipherSuites[1]", "TLS 1.3 cipher suite", "TLS 1.2 suite rejected");
 	expect_err("node: n\nlogLevel: verbose\n", 2, "logLevel", "unknown log level", "bad log level");

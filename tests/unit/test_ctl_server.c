@@ -64,9 +64,13 @@ static void quit(void *ctx)
 	atomic_fetch_add(&((struct fake *)ctx)->quits, 1);
 }
 
-static const char *crypto_backend(void *ctx)
+static const zr_crypto_info_t *crypto(void *ctx)
 {
-	return "none";
+	static const zr_crypto_info_t ci = {.backend = "openssl",
+					    .description = "OpenSSL \"3\" EVP",
+					    .record_layer = "zring",
+					    .openssl_provider = "legacy"};
+	return &ci;
 }
 
 /* Sends `len` bytes (stopping quietly if the server closes early) and reads
@@ -278,6 +282,9 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	   "policy rules rendered and escaped");
 	ok(strstr(body(), "\"listeners\":{\"outbound\":\"127.0.0.1:15001\",\"inboundPlaintext\":null") != NULL,
 	   "listeners rendered");
+	ok(strstr(body(), "\"crypto\":{\"backend\":\"openssl\",\"description\":\"OpenSSL \\\"3\\\" EVP\","
+			  "\"recordLayer\":\"zring\",\"opensslProvider\":\"legacy\"}") != NULL,
+	   "crypto choice rendered and escaped");
 	if (access("/usr/bin/python3", X_OK) == 0) {
 		FILE *p = popen("/usr/bin/python3 -c 'import json,sys; json.load(sys.stdin)'", "w");
 		fputs(body(), p);
@@ -395,7 +402,7 @@ int main(void)
 				.dump_connections = dump_connections,
 				.ready = ready,
 				.quit = quit,
-				.crypto_backend = crypto_backend};
+				.crypto = crypto};
 	zr_ctl_servers_t *srv = NULL;
 	if (!ok(zr_ctl_servers_start(&f.cfg, &hooks, &srv) == 0, "servers start"))
 		return 1;

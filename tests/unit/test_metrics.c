@@ -19,7 +19,7 @@ struct fake {
 	zr_config_t cfg;
 	zr_worker_stats_t stats[2];
 	size_t n_workers;
-	const char *backend;
+	zr_crypto_info_t crypto;
 };
 
 static const zr_config_t *cfg_acquire(void *ctx)
@@ -41,9 +41,9 @@ static const zr_worker_stats_t *worker_stats(void *ctx, size_t i)
 	return &((struct fake *)ctx)->stats[i];
 }
 
-static const char *crypto_backend(void *ctx)
+static const zr_crypto_info_t *crypto(void *ctx)
 {
-	return ((struct fake *)ctx)->backend;
+	return &((struct fake *)ctx)->crypto;
 }
 
 static size_t count(const char *hay, const char *needle)
@@ -71,13 +71,15 @@ static int promtool(const char *text, size_t len)
 
 int main(void)
 {
-	static struct fake f = {.n_workers = 2, .backend = "ipsec-mb"};
+	static struct fake f = {
+		.n_workers = 2,
+		.crypto = {.backend = "ipsec-mb", .description = "intel-ipsec-mb", .record_layer = "zring"}};
 	zr_ctl_hooks_t hooks = {.ctx = &f,
 				.config_acquire = cfg_acquire,
 				.config_release = cfg_release,
 				.n_workers = n_workers,
 				.worker_stats = worker_stats,
-				.crypto_backend = crypto_backend};
+				.crypto = crypto};
 	zr_tcp_metrics_t a0 = {.labels = LABELS_A}, b0 = {.labels = LABELS_B}, a1 = {.labels = LABELS_A};
 	zr_counter_add(&a0.opened, 3);
 	zr_counter_add(&a1.opened, 2);
@@ -110,7 +112,10 @@ int main(void)
 	is(count(t, "istio_tcp_connections_opened_total{" LABELS_A "}"), 1, "one series per label body");
 	is(count(t, "# TYPE istio_tcp_connections_opened_total counter\n"), 1, "opened TYPE once");
 	ok(strstr(t, "\nzring_workers 2\n") != NULL, "zring_workers");
-	ok(strstr(t, "zring_crypto_backend_info{backend=\"ipsec-mb\"} 1\n") != NULL, "crypto backend info");
+	ok(strstr(t, "# TYPE zring_crypto_backend_info gauge\n"
+		     "zring_crypto_backend_info{backend=\"ipsec-mb\",record_layer=\"zring\"} 1\n") != NULL,
+	   "crypto backend info names the backend and the record layer");
+	is(count(t, "zring_crypto_backend_info{"), 1, "one crypto backend series");
 	ok(strstr(t, "zring_worker_accepted_total{worker=\"0\"} 11\n") != NULL &&
 		   strstr(t, "zring_worker_accepted_total{worker=\"1\"} 13\n") != NULL,
 	   "accepted per worker");
@@ -131,10 +136,23 @@ int main(void)
 
 	/* No workers, no tcp series, a backend name that needs escaping. */
 	f.n_workers = 0;
-	f.backend = "q\"a\\t";
+	f.crypto.backend = "q\"a\\t";
+	f.crypto.record_layer = "openssl";
 	zr_strbuf_reset(&out);
 	zr_metrics_render(&out, &hooks);
-	ok(strstr(out.data, "zring_crypto_backend_info{backend=\"q\\\"a\\\\t\"} 1\n") != NULL, "label value escaped");
+	ok(strstr(out.data, "zring_crypto_backend_info{backend=\"q\\\"a\\\\t\",record_layer=\"openssl\"} 1\n") != NULL,
+	   "label value escaped");
+	if (have_promtool)
+		is(promtool(out.data, out.len), 0, "promtool accepts the empty exposition");
+	else
+		skip("no /usr/bin/promtool");
+
+	/* Without a choice (no hook): still one well-formed series. */
+	hooks.crypto = NULL;
+	zr_strbuf_reset(&out);
+	zr_metrics_render(&out, &hooks);
+	ok(strstr(out.data, "zring_crypto_backend_info{backend=\"none\",record_layer=\"none\"} 1\n") != NULL,
+	   "no crypto hook: backend none");
 	if (have_promtool)
 		is(promtool(out.data, out.len), 0, "promtool accepts the empty exposition");
 	else

@@ -69,7 +69,7 @@ demo: build
 	bash deploy/demo.sh $(BUILDDIR)
 
 bench: build
-	python3 perf/bench.py --build-dir $(BUILDDIR)
+	$(BUILDDIR)/zring-bench suite --out bench-out
 
 clean:
 	rm -rf $(BUILDDIR) $(ASANDIR) bench-out

@@ -249,6 +249,12 @@ static void hc_process_input(zr_h2conn_t *hc)
 			return;
 		}
 		if (n < 0) {
+			/* A record that failed to open queued an alert
+			 * (bad_record_mac, ...): let it go out first. */
+			const void *p;
+			size_t len = zr_tls_out_peek(hc->tls, &p);
+			if (len && !hc->send_busy && n != -ECONNRESET)
+				(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 			zr_hbone_close_conn(hc, zr_tls_error(hc->tls));
 			return;
 		}
@@ -388,6 +394,15 @@ void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 			zr_sockaddr_str(&hc->peer, a), why);
 	hc->closing = true;
 	pool_remove(hc);
+	/* An orderly close says so (RFC 8446 §6.1), as far as the socket takes
+	 * it at once: the connection is going away and waits for nothing. */
+	if (!why && hc->tls && !hc->connecting && !hc->handshaking && hc->fd >= 0 && !hc->send_busy) {
+		zr_tls_close_notify(hc->tls);
+		const void *p;
+		size_t len = zr_tls_out_peek(hc->tls, &p);
+		if (len)
+			(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
 	/* Every stream of a dead connection fails; nothing else does. */
 	while (hc->streams) {
 		zr_conn_t *c = hc->streams;

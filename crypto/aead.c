@@ -179,6 +179,11 @@ void zr_aead_thread_cleanup(void)
 			zr_aead_backends[i]->thread_cleanup();
 }
 
+bool zr_aead_two_segments(const zr_aead_key_t *key)
+{
+	return key && (unsigned)key->alg < ZR_AEAD_ALG_COUNT && (key->backend->two_segments >> key->alg & 1u);
+}
+
 size_t zr_aead_key_len(zr_aead_alg_t alg)
 {
 	return alg == ZR_AEAD_AES_128_GCM ? 16 : 32;

@@ -42,11 +42,22 @@ typedef enum zr_aead_alg {
 #define ZR_AEAD_BATCH_MAX 64 /* records per call */
 
 /* One record to seal or open. in and out may be equal (in place) or not
- * overlap at all. */
+ * overlap at all.
+ *
+ * Sealing may take its plaintext in two runs, in[0..len) then in2[0..len2),
+ * as if they were one: out gets len + len2 bytes and the tag covers both.
+ * The record layer seals content || type this way straight from the
+ * caller's bytes. Only where the key's backend says so
+ * (zr_aead_two_segments); then in2 does not overlap out. Opening takes one
+ * run: len2 must be 0 there (a record with len2 != 0 fails with -EINVAL).
+ * Records built with a designated initialiser or zeroed get in2 = NULL,
+ * len2 = 0: one run, as before. */
 typedef struct zr_aead_rec {
 	const uint8_t *in; /* seal: plaintext; open: ciphertext without the tag */
-	uint8_t *out;	   /* len bytes of output */
+	uint8_t *out;	   /* len + len2 bytes of output */
 	size_t len;
+	const uint8_t *in2; /* seal: the second run of plaintext, or NULL */
+	size_t len2;
 	const uint8_t *aad; /* the 5-byte record header */
 	size_t aad_len;
 	uint8_t nonce[ZR_AEAD_IV_LEN];
@@ -70,6 +81,8 @@ typedef void (*zr_aead_done_cb)(void *arg, zr_aead_rec_t *recs, size_t n);
 struct zr_aead_backend {
 	const char *name; /* "ipsec-mb", "openssl", "dpdk" */
 	bool async;	  /* completes in poll, not in submit */
+	/* Bit (1u << alg) set: seal takes in2/len2 for alg. */
+	uint32_t two_segments;
 	/* Process-wide set-up (load libraries, probe CPU/device, EAL init).
 	 * Returns 0 or a negative errno with the reason in err. */
 	int (*setup)(const char *openssl_provider, char *err, size_t cap);
@@ -80,8 +93,7 @@ struct zr_aead_backend {
 	/* Seal (encrypt = true) or open n <= ZR_AEAD_BATCH_MAX records. Returns
 	 * 0 (cb called or to be called from poll) or -EAGAIN (device queue full:
 	 * nothing was taken), -ENOMEM. */
-	int (*submit)(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb,
-		      void *arg);
+	int (*submit)(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb, void *arg);
 	/* Drives completions of this thread's outstanding batches; returns the
 	 * number of batches completed. NULL for synchronous backends. */
 	int (*poll)(void);
@@ -113,6 +125,9 @@ void zr_aead_key_free(zr_aead_key_t *key);
 int zr_aead_seal(zr_aead_key_t *key, zr_aead_rec_t *recs, size_t n) __attribute__((warn_unused_result));
 int zr_aead_open(zr_aead_key_t *key, zr_aead_rec_t *recs, size_t n) __attribute__((warn_unused_result));
 void zr_aead_thread_cleanup(void);
+
+/* Whether seals with this key may use in2/len2 (see zr_aead_rec_t). */
+bool zr_aead_two_segments(const zr_aead_key_t *key);
 
 size_t zr_aead_key_len(zr_aead_alg_t alg); /* 16 or 32 */
 const char *zr_aead_alg_name(zr_aead_alg_t alg);

@@ -22,7 +22,8 @@
  *  - A session per key, direction and AAD length, created on first use;
  *    SESSIONS sessions in all. A key must not be freed while it has batches
  *    in flight.
- *  - Records up to REC_MAX bytes, AAD up to AAD_MAX bytes. */
+ *  - Records up to REC_MAX bytes, AAD up to AAD_MAX bytes. A seal's two runs
+ *    of plaintext (in, in2) are copied into the one mbuf back to back. */
 #define ALLOW_EXPERIMENTAL_API /* rte_cryptodev_sym_session_pool_create */
 #include <errno.h>
 #include <pthread.h>
@@ -317,10 +318,11 @@ static void op_done(struct rte_crypto_op *op)
 	zr_aead_rec_t *r = &b->recs[p->idx];
 	struct rte_mbuf *m = op->sym->m_src;
 	uint8_t *data = rte_pktmbuf_mtod(m, uint8_t *);
+	size_t len = r->len + r->len2;
 	if (op->status == RTE_CRYPTO_OP_STATUS_SUCCESS) {
-		memcpy(r->out, data, r->len);
+		memcpy(r->out, data, len);
 		if (b->encrypt)
-			memcpy(r->tag, data + r->len, ZR_AEAD_TAG_LEN);
+			memcpy(r->tag, data + len, ZR_AEAD_TAG_LEN);
 		r->status = 0;
 	} else {
 		/* the device leaves nothing decrypted; wipe what the caller's
@@ -330,7 +332,7 @@ static void op_done(struct rte_crypto_op *op)
 		r->status = op->status == RTE_CRYPTO_OP_STATUS_AUTH_FAILED ? -EBADMSG : -EIO;
 	}
 	if (!b->encrypt || op->status != RTE_CRYPTO_OP_STATUS_SUCCESS)
-		OPENSSL_cleanse(data, r->len); /* plaintext leaves device memory */
+		OPENSSL_cleanse(data, len); /* plaintext leaves device memory */
 	rte_pktmbuf_free(m);
 	rte_crypto_op_free(op);
 	b->left--;
@@ -365,7 +367,8 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 	if (n == 0 || n > ZR_AEAD_BATCH_MAX)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
-		if (recs[i].len > REC_MAX || recs[i].aad_len > AAD_MAX)
+		if (recs[i].len + recs[i].len2 > REC_MAX || recs[i].len2 > REC_MAX || recs[i].aad_len > AAD_MAX ||
+		    (recs[i].len2 && !encrypt))
 			return -EINVAL;
 	if (t->ops_out + n > QP_DEPTH)
 		return -EAGAIN;
@@ -396,10 +399,13 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 			return -ENOMEM;
 		}
 		struct rte_mbuf *m = mbufs[i];
-		uint8_t *data = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(r->len + ZR_AEAD_TAG_LEN));
+		size_t len = r->len + r->len2;
+		uint8_t *data = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len + ZR_AEAD_TAG_LEN));
 		memcpy(data, r->in, r->len);
+		if (r->len2)
+			memcpy(data + r->len, r->in2, r->len2);
 		if (!encrypt)
-			memcpy(data + r->len, r->tag, ZR_AEAD_TAG_LEN);
+			memcpy(data + len, r->tag, ZR_AEAD_TAG_LEN);
 		op_priv_t *p = rte_crypto_op_ctod_offset(ops[i], op_priv_t *, PRIV_OFFSET);
 		memcpy(p->iv, r->nonce, ZR_AEAD_IV_LEN);
 		memcpy(p->aad, r->aad, r->aad_len);
@@ -410,9 +416,9 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		s->m_src = m;
 		s->m_dst = NULL;
 		s->aead.data.offset = 0;
-		s->aead.data.length = (uint32_t)r->len;
-		s->aead.digest.data = data + r->len;
-		s->aead.digest.phys_addr = rte_pktmbuf_iova_offset(m, r->len);
+		s->aead.data.length = (uint32_t)len;
+		s->aead.digest.data = data + len;
+		s->aead.digest.phys_addr = rte_pktmbuf_iova_offset(m, len);
 		s->aead.aad.data = p->aad;
 		s->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(ops[i], PRIV_OFFSET + offsetof(op_priv_t, aad));
 	}
@@ -459,6 +465,7 @@ static const char *dpdk_describe(void)
 const zr_aead_backend_t zr_aead_dpdk = {
 	.name = "dpdk",
 	.async = true,
+	.two_segments = 1u << ZR_AEAD_AES_128_GCM | 1u << ZR_AEAD_AES_256_GCM | 1u << ZR_AEAD_CHACHA20_POLY1305,
 	.setup = dpdk_setup,
 	.supports = dpdk_supports,
 	.key_new = dpdk_key_new,

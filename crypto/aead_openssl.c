@@ -148,13 +148,17 @@ static void openssl_key_free(zr_aead_key_t *key)
 	free(k);
 }
 
+/* Two runs of plaintext are two updates; each output goes where the last
+ * left off (a provider may hold bytes back until the final call). */
 static int seal_one(EVP_CIPHER_CTX *ctx, zr_aead_rec_t *r)
 {
-	int outl = 0, finl = 0;
+	int aadl = 0, outl = 0, outl2 = 0, finl = 0;
 	if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, r->nonce, 1) ||
-	    (r->aad_len && !EVP_CipherUpdate(ctx, NULL, &outl, r->aad, (int)r->aad_len)) ||
+	    (r->aad_len && !EVP_CipherUpdate(ctx, NULL, &aadl, r->aad, (int)r->aad_len)) ||
 	    (r->len && !EVP_CipherUpdate(ctx, r->out, &outl, r->in, (int)r->len)) ||
-	    !EVP_CipherFinal_ex(ctx, r->out + outl, &finl) ||
+	    (r->len2 && !EVP_CipherUpdate(ctx, r->out + outl, &outl2, r->in2, (int)r->len2)) ||
+	    !EVP_CipherFinal_ex(ctx, r->out + outl + outl2, &finl) ||
+	    (size_t)outl + (size_t)outl2 + (size_t)finl != r->len + r->len2 ||
 	    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, ZR_AEAD_TAG_LEN, r->tag)) {
 		ERR_clear_error();
 		return -EIO;
@@ -186,7 +190,8 @@ static int openssl_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs,
 {
 	openssl_key_t *k = (openssl_key_t *)key;
 	for (size_t i = 0; i < n; i++)
-		if (recs[i].len > INT_MAX || recs[i].aad_len > INT_MAX)
+		if (recs[i].len > INT_MAX || recs[i].aad_len > INT_MAX || recs[i].len2 > INT_MAX ||
+		    (recs[i].len2 && !encrypt))
 			return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		recs[i].status = encrypt ? seal_one(k->ctx, &recs[i]) : open_one(k->ctx, &recs[i]);
@@ -208,6 +213,7 @@ static const char *openssl_describe(void)
 const zr_aead_backend_t zr_aead_openssl = {
 	.name = "openssl",
 	.async = false,
+	.two_segments = 1u << ZR_AEAD_AES_128_GCM | 1u << ZR_AEAD_AES_256_GCM | 1u << ZR_AEAD_CHACHA20_POLY1305,
 	.setup = openssl_setup,
 	.supports = openssl_supports,
 	.key_new = openssl_key_new,

@@ -1,11 +1,15 @@
 /* TLS 1.3 record protection after the handshake (RFC 8446 5, 7).
  *
  * Writes: records are built where they will be sent, in the connection's
- * output chunks: the content is copied in once (the AEAD sees content ||
- * type as one run, so it cannot read the caller's bytes and our type byte
- * in one go), then sealed in place. Small writes are gathered into one open
- * record; full records wait in a batch that is sealed with one zr_aead_seal
- * call when it fills or when the output is peeked.
+ * output chunks. Where the backend seals two runs of plaintext as one
+ * (zr_aead_two_segments), the whole records in a write are sealed out of
+ * place straight from the caller's bytes, content then type byte, in
+ * batches, before the write returns (write_direct): no copy. The rest, and
+ * everything on a backend without two runs, is copied in once and sealed
+ * in place later: small writes are gathered into one open record; full
+ * records wait in a batch that is sealed with one zr_aead_seal call when it
+ * fills or when the output is peeked. Both ways cut records at the same
+ * places (at most 2^14 bytes, and a record ends where its chunk does).
  *
  * Reads: every complete record whose plaintext fits the caller's buffer is
  * opened out of place from the received ciphertext (fed or lent) straight
@@ -178,6 +182,8 @@ static void rec_init(zr_aead_rec_t *rec, const zr_record_dir_t *d, uint64_t seq,
 	rec->in = hdr + ZR_RECORD_HEADER_LEN;
 	rec->out = out;
 	rec->len = inner_len;
+	rec->in2 = NULL;
+	rec->len2 = 0;
 	rec->aad = hdr;
 	rec->aad_len = ZR_RECORD_HEADER_LEN;
 	rec->tag = (uint8_t *)hdr + ZR_RECORD_HEADER_LEN + inner_len;
@@ -459,6 +465,70 @@ static int append_control(zr_tls_t *tls, uint8_t type, const uint8_t *data, size
 	return seal_batch(tls);
 }
 
+/* Records laid out by write_direct that were not sealed: zeroed, so that
+ * whatever the chunk held before never goes out; the peer sees records that
+ * fail to authenticate. */
+static void wipe_direct(zr_aead_rec_t *recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		memset(recs[i].out, 0, recs[i].len + recs[i].len2 + ZR_AEAD_TAG_LEN);
+}
+
+/* Seals whole records of p[0..len) (len >= ZR_RECORD_PLAIN_MAX) straight
+ * into the output, the type byte as the AEAD's second run, and returns the
+ * bytes taken (the rest is less than a record), or a negative errno with
+ * the connection failed. Records are cut where gathering would cut them,
+ * and every one is sealed before this returns: the caller's bytes are only
+ * ours until then. The pending record must be closed. */
+static ssize_t write_direct(zr_tls_t *tls, const uint8_t *p, size_t len)
+{
+	static const uint8_t app_type = ZR_TLS_CT_APPLICATION_DATA;
+	zr_record_t *r = &tls->rec;
+	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
+	size_t done = 0;
+	/* Records queued earlier come first in the output, so they take the
+	 * sequence numbers before ours. */
+	int rc = seal_batch(tls);
+	if (rc)
+		return rc;
+	while (len - done >= ZR_RECORD_PLAIN_MAX) {
+		size_t n = 0;
+		bool update = false, oom = false;
+		while (n < ZR_AEAD_BATCH_MAX && len - done >= ZR_RECORD_PLAIN_MAX && !update) {
+			struct zr_tls_chunk *c = zr_tls_out_room(tls, ZR_RECORD_OVERHEAD + PEND_MIN);
+			if (!c) {
+				oom = true;
+				break;
+			}
+			size_t room = ZR_TLS_CHUNK_SIZE - c->tail - ZR_RECORD_OVERHEAD;
+			size_t clen = room < ZR_RECORD_PLAIN_MAX ? room : ZR_RECORD_PLAIN_MAX;
+			uint8_t *hdr = c->data + c->tail;
+			header(hdr, clen + 1);
+			rec_init(&recs[n], &r->wr, r->wr.seq + n, hdr, hdr + ZR_RECORD_HEADER_LEN, clen + 1);
+			recs[n].in = p + done;
+			recs[n].len = clen;
+			recs[n].in2 = &app_type;
+			recs[n].len2 = 1;
+			c->tail += clen + ZR_RECORD_OVERHEAD;
+			tls->out_len += clen + ZR_RECORD_OVERHEAD;
+			done += clen;
+			n++;
+			/* the same rule as queue() */
+			update = r->wr.seq + n + 1 >= r->key_update_after;
+		}
+		if (n && zr_aead_seal(r->wr.key, recs, n)) {
+			wipe_direct(recs, n);
+			return write_fail(tls, -EIO, "sealing records failed");
+		}
+		r->wr.seq += n;
+		if (oom)
+			return write_fail(tls, -ENOMEM, "out of memory");
+		if (update && (rc = send_key_update(tls, false)))
+			return rc;
+	}
+	return (ssize_t)done;
+}
+
 int zr_record_write(zr_tls_t *tls, const void *data, size_t len)
 {
 	zr_record_t *r = &tls->rec;
@@ -466,6 +536,14 @@ int zr_record_write(zr_tls_t *tls, const void *data, size_t len)
 	if (r->write_closed)
 		return -EPIPE;
 	while (len) {
+		if (!r->pend_hdr && len >= ZR_RECORD_PLAIN_MAX && zr_aead_two_segments(r->wr.key)) {
+			ssize_t n = write_direct(tls, p, len);
+			if (n < 0)
+				return (int)n;
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
 		if (!r->pend_hdr) {
 			struct zr_tls_chunk *c = zr_tls_out_room(tls, ZR_RECORD_OVERHEAD + PEND_MIN);
 			if (!c)

@@ -398,6 +398,103 @@ static void tampering(const zr_aead_backend_t *b)
 	}
 }
 
+/* --- seals of two runs of plaintext (in, then in2) against one-run seals
+ * of the concatenation on the same backend: same ciphertext, same tag. The
+ * record layer seals content || type this way. Batches of TWO_N records,
+ * in2 in a buffer of its own (a backend reading in[len..] instead would
+ * show). */
+enum {
+	TWO_N = 64,
+	TWO_MAX = 16385 + 17
+};
+
+static void two_segments(const zr_aead_backend_t *b)
+{
+	static const size_t len2s[] = {0, 1, 17};
+	uint8_t *plain = malloc(TWO_MAX);
+	uint8_t *out = malloc((size_t)TWO_N * TWO_MAX), *ref = malloc((size_t)TWO_N * TWO_MAX);
+	uint8_t second[TWO_N][17], tag[TWO_N][16], ref_tag[TWO_N][16], aad[5] = {23, 3, 3, 0, 0}, key[32];
+	zr_aead_rec_t recs[TWO_N], refs[TWO_N];
+	if (!plain || !out || !ref) {
+		ok(false, "%s: two runs: out of memory", b->name);
+		goto out;
+	}
+	for (size_t i = 0; i < TWO_MAX; i++)
+		plain[i] = (uint8_t)(i * 131 + 7);
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0x5a ^ i);
+	for (zr_aead_alg_t alg = 0; alg < ZR_AEAD_ALG_COUNT; alg++) {
+		zr_aead_key_t *k = NULL;
+		char why[128];
+		if (!b->supports(alg) || zr_aead_key_new(b, alg, key, &k) != 0) {
+			snprintf(why, sizeof(why), "%s: %s not supported here", b->name, zr_aead_alg_name(alg));
+			skip(why);
+			continue;
+		}
+		if (!zr_aead_two_segments(k)) {
+			snprintf(why, sizeof(why), "%s: %s: no seals of two runs", b->name, zr_aead_alg_name(alg));
+			skip(why);
+			zr_aead_key_free(k);
+			continue;
+		}
+		for (size_t l2 = 0; l2 < sizeof(len2s) / sizeof(len2s[0]); l2++) {
+			size_t len2 = len2s[l2], bad = SIZE_MAX;
+			bool good = true;
+			for (size_t first = 0; first <= 16385 && good; first += TWO_N) {
+				size_t n = 16385 - first + 1 < TWO_N ? 16385 - first + 1 : TWO_N;
+				for (size_t i = 0; i < n; i++) {
+					size_t len = first + i;
+					memcpy(second[i], plain + len, len2);
+					recs[i] = (zr_aead_rec_t){.in = plain,
+								  .out = out + i * TWO_MAX,
+								  .len = len,
+								  .in2 = len2 ? second[i] : NULL,
+								  .len2 = len2,
+								  .aad = aad,
+								  .aad_len = 5,
+								  .tag = tag[i]};
+					tls_nonce(recs[i].nonce, key, len);
+					refs[i] = (zr_aead_rec_t){.in = plain,
+								  .out = ref + i * TWO_MAX,
+								  .len = len + len2,
+								  .aad = aad,
+								  .aad_len = 5,
+								  .tag = ref_tag[i]};
+					memcpy(refs[i].nonce, recs[i].nonce, 12);
+				}
+				good = zr_aead_seal(k, recs, n) == 0 && zr_aead_seal(k, refs, n) == 0;
+				for (size_t i = 0; good && i < n; i++) {
+					size_t len = first + i;
+					if (memcmp(out + i * TWO_MAX, ref + i * TWO_MAX, len + len2) != 0 ||
+					    memcmp(tag[i], ref_tag[i], 16) != 0) {
+						good = false;
+						bad = len;
+					}
+				}
+			}
+			ok(good, "%s: %s: seal of in[0..len) || in2[0..%zu) = seal of the concatenation, len 0..16385",
+			   b->name, zr_aead_alg_name(alg), len2);
+			if (!good)
+				diag("first mismatch at len %zu (SIZE_MAX: the seal failed)", bad);
+		}
+		zr_aead_rec_t r = {.in = ref,
+				   .out = out,
+				   .len = 16,
+				   .in2 = second[0],
+				   .len2 = 1,
+				   .aad = aad,
+				   .aad_len = 5,
+				   .tag = ref_tag[0]};
+		ok(zr_aead_open(k, &r, 1) == -EINVAL, "%s: %s: open refuses a second run", b->name,
+		   zr_aead_alg_name(alg));
+		zr_aead_key_free(k);
+	}
+out:
+	free(plain);
+	free(out);
+	free(ref);
+}
+
 /* --- several worker threads at once, each with its own per-thread state
  * (an IMB_MGR, a DPDK queue pair): what one seals, openssl opens. */
 typedef struct worker {
@@ -599,6 +696,7 @@ int main(void)
 		kat_aead(b);
 		batches(b);
 		tampering(b);
+		two_segments(b);
 		threads(b);
 	}
 	if (!usable)

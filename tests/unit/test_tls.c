@@ -18,48 +18,9 @@
 #include "crypto/tls.h"
 #include "io/log.h"
 #include "tap.h"
+#include "certs_fixture.h"
 
 #define SA "spiffe://cluster.local/ns/default/sa/"
-
-static char root[4096], dir[4096];
-
-static const char *path(const char *name)
-{
-	static char buf[8][4200];
-	static int n;
-	char *b = buf[n++ % 8];
-	snprintf(b, sizeof(buf[0]), "%s/%s", dir, name);
-	return b;
-}
-
-static void setup(void)
-{
-	const char *cands[] = {".", "../..", ".."};
-	char cmd[9000];
-	for (size_t i = 0; i < 3 && !root[0]; i++) {
-		snprintf(cmd, sizeof(cmd), "%s/tests/certs/gen.sh", cands[i]);
-		if (access(cmd, R_OK) == 0 && !realpath(cands[i], root))
-			root[0] = '\0';
-	}
-	if (!root[0])
-		skip_all("cannot find tests/certs/gen.sh");
-	if (system("openssl version >/dev/null 2>&1") != 0)
-		skip_all("no openssl command");
-	snprintf(dir, sizeof(dir), "%s/zring-tls.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(dir))
-		skip_all("mkdtemp failed");
-	snprintf(cmd, sizeof(cmd), "bash %s/tests/certs/gen.sh %s", root, dir);
-	if (system(cmd) != 0)
-		skip_all("tests/certs/gen.sh failed");
-}
-
-static void cleanup(void)
-{
-	char cmd[4200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		diag("could not remove %s", dir);
-}
 
 /* A config naming certificates by gen.sh's NAME; identity given or sa/NAME. */
 typedef struct cfgb {
@@ -715,7 +676,7 @@ int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	zr_log_set_level(ZR_LOG_WARN); /* the expired-certificate warning shows in the log */
-	setup();
+	certs_setup("zring-tls");
 	test_spiffe();
 	test_load_errors();
 
@@ -730,7 +691,7 @@ int main(void)
 	cfg_add(&b, "spiffe://other.local/ns/default/sa/client", "other-td", "other-td");
 	zr_identity_store_t *st = load(&b, &rc, err, sizeof(err));
 	if (!ok(rc == 0 && st, "identity store loads: %s", err)) {
-		cleanup();
+		certs_cleanup();
 		return done_testing();
 	}
 	is(zr_identity_store_count(st), 5, "5 identities");
@@ -762,6 +723,6 @@ int main(void)
 	zr_identity_store_unref(st);
 	zr_identity_store_unref(foreign);
 	zr_tls_thread_cleanup();
-	cleanup();
+	certs_cleanup();
 	return done_testing();
 }

@@ -53,6 +53,24 @@ static void hc_start_send(zr_h2conn_t *hc)
 	hc->inflight++;
 }
 
+/* Best effort on a connection that is about to close: writes what the TLS
+ * output holds (an alert, a GOAWAY, close_notify) without waiting, and
+ * consumes what the socket took so that nothing is ever written twice.
+ * Skipped while an io_uring send is in flight (the bytes would interleave). */
+static void hc_send_now(zr_h2conn_t *hc)
+{
+	const void *p;
+	size_t len;
+	if (hc->send_busy || hc->fd < 0 || !hc->tls)
+		return;
+	while ((len = zr_tls_out_peek(hc->tls, &p))) {
+		ssize_t k = send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (k <= 0)
+			return;
+		zr_tls_out_consume(hc->tls, (size_t)k);
+	}
+}
+
 void zr_hbone_flush(zr_h2conn_t *hc)
 {
 	if (hc->closing)
@@ -113,10 +131,7 @@ static void tls_failed(zr_h2conn_t *hc, int err)
 	zr_warn("hbone", "TLS handshake with %s failed (%s): %s", zr_sockaddr_str(&hc->peer, a),
 		hc->server ? "server" : "client", why);
 	/* Let the alert go out before the socket closes. */
-	const void *p;
-	size_t len = zr_tls_out_peek(hc->tls, &p);
-	if (len && !hc->send_busy)
-		(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	hc_send_now(hc);
 	zr_hbone_close_conn(hc, NULL);
 }
 
@@ -251,10 +266,8 @@ static void hc_process_input(zr_h2conn_t *hc)
 		if (n < 0) {
 			/* A record that failed to open queued an alert
 			 * (bad_record_mac, ...): let it go out first. */
-			const void *p;
-			size_t len = zr_tls_out_peek(hc->tls, &p);
-			if (len && !hc->send_busy && n != -ECONNRESET)
-				(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n != -ECONNRESET)
+				hc_send_now(hc);
 			zr_hbone_close_conn(hc, zr_tls_error(hc->tls));
 			return;
 		}
@@ -270,10 +283,7 @@ static void hc_process_input(zr_h2conn_t *hc)
 			hc->depth++;
 			nghttp2_session_send(hc->h2);
 			hc->depth--;
-			const void *p;
-			size_t len = zr_tls_out_peek(hc->tls, &p);
-			if (len && !hc->send_busy)
-				(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+			hc_send_now(hc);
 			zr_hbone_close_conn(hc, NULL);
 			return;
 		}
@@ -398,10 +408,7 @@ void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 	 * it at once: the connection is going away and waits for nothing. */
 	if (!why && hc->tls && !hc->connecting && !hc->handshaking && hc->fd >= 0 && !hc->send_busy) {
 		zr_tls_close_notify(hc->tls);
-		const void *p;
-		size_t len = zr_tls_out_peek(hc->tls, &p);
-		if (len)
-			(void)!send(hc->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		hc_send_now(hc);
 	}
 	/* Every stream of a dead connection fails; nothing else does. */
 	while (hc->streams) {

@@ -73,10 +73,16 @@ static void start_recv(stream_thread_t *st, stream_conn_t *s)
  * side instead and read until the sink, having seen everything, closes. */
 static void finish(stream_thread_t *st, stream_conn_t *s)
 {
-	if (st->th->o->direction == ZR_BENCH_BOTH && s->receiving && !s->draining && s->c.fd >= 0) {
+	if (st->th->o->direction == ZR_BENCH_BOTH && s->started && !s->draining && s->c.fd >= 0) {
 		s->draining = true;
-		if (shutdown(s->c.fd, SHUT_WR) == 0)
+		if (shutdown(s->c.fd, SHUT_WR) == 0) {
+			/* The receive may have ended while stopping (the kernel
+			 * ended the multishot): closing with unread bytes would
+			 * reset the connection, so read on to the end. */
+			if (!s->receiving)
+				start_recv(st, s);
 			return;
+		}
 	}
 	zr_gen_conn_close(&s->c);
 }

@@ -43,6 +43,9 @@
 
 #define HS_NEW_SESSION_TICKET 4
 #define HS_KEY_UPDATE	      24
+/* KeyUpdates in a row without application data between them: more is a
+ * flood (OpenSSL's and BoringSSL's limit). */
+#define KEY_UPDATES_MAX 32
 
 static EVP_KDF *hkdf;
 static pthread_once_t hkdf_once = PTHREAD_ONCE_INIT;
@@ -535,6 +538,8 @@ int zr_record_write(zr_tls_t *tls, const void *data, size_t len)
 	const uint8_t *p = data;
 	if (r->write_closed)
 		return -EPIPE;
+	if (len)
+		r->ku_answered = false;
 	while (len) {
 		if (!r->pend_hdr && len >= ZR_RECORD_PLAIN_MAX && zr_aead_two_segments(r->wr.key)) {
 			ssize_t n = write_direct(tls, p, len);
@@ -666,10 +671,12 @@ static int handshake_msgs(zr_tls_t *tls, const uint8_t *p, size_t n, bool *updat
 			return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
 		if (r->hs_body > 1)
 			return ZR_TLS_ALERT_ILLEGAL_PARAMETER;
+		if (++r->ku_in_row > KEY_UPDATES_MAX)
+			return ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
 		if (zr_record_dir_update(&r->rd))
 			return ZR_TLS_ALERT_INTERNAL_ERROR;
 		*updated = true;
-		if (r->hs_body == 1 && !r->write_closed) {
+		if (r->hs_body == 1 && !r->write_closed && !r->ku_answered) {
 			int rc = close_pending(tls);
 			if (!rc)
 				rc = seal_batch(tls);
@@ -677,6 +684,7 @@ static int handshake_msgs(zr_tls_t *tls, const uint8_t *p, size_t n, bool *updat
 				rc = send_key_update(tls, false);
 			if (rc)
 				return ZR_TLS_ALERT_INTERNAL_ERROR;
+			r->ku_answered = true;
 		}
 	}
 	return 0;
@@ -730,6 +738,18 @@ static int join_cut_record(zr_tls_t *tls)
 	return 0;
 }
 
+/* zr_aead_open on half a batch. A batch the backend did not take (submit
+ * failed: -ENOMEM, -EINVAL, ...) sets no record's status: every record of
+ * it is marked failed, never taken as opened. */
+static void open_half(zr_record_dir_t *d, zr_aead_rec_t *half, size_t m)
+{
+	int rc = zr_aead_open(d->key, half, m);
+	if (rc && rc != -EBADMSG)
+		for (size_t i = 0; i < m; i++)
+			if (!half[i].status)
+				half[i].status = rc < 0 ? rc : -EIO;
+}
+
 /* Opens a batch whose outputs overlap: each record's last byte (its content
  * type, unless padded) lands on the next record's first byte, so that the
  * contents come out back to back with nothing to squeeze out. Neighbours
@@ -745,7 +765,7 @@ static void open_overlapped(zr_record_dir_t *d, zr_aead_rec_t *recs, size_t n, u
 	for (size_t i = 0; i < n; i += 2)
 		half[m++] = recs[i];
 	/* Statuses are checked record by record by the caller, in order. */
-	(void)!zr_aead_open(d->key, half, m);
+	open_half(d, half, m);
 	for (size_t i = 0; i < n; i += 2) {
 		recs[i].status = half[i / 2].status;
 		first[i] = recs[i].len ? recs[i].out[0] : 0;
@@ -756,7 +776,7 @@ static void open_overlapped(zr_record_dir_t *d, zr_aead_rec_t *recs, size_t n, u
 	m = 0;
 	for (size_t i = 1; i < n; i += 2)
 		half[m++] = recs[i];
-	(void)!zr_aead_open(d->key, half, m);
+	open_half(d, half, m);
 	for (size_t i = 1; i < n; i += 2) {
 		recs[i].status = half[i / 2].status;
 		last[i] = recs[i].out[recs[i].len - 1];
@@ -844,7 +864,8 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 	open_overlapped(&r->rd, recs, n, last);
 	for (size_t i = 0; i < n; i++) {
 		if (recs[i].status) {
-			alert_why(tls, ZR_TLS_ALERT_BAD_RECORD_MAC);
+			alert_why(tls, recs[i].status == -EBADMSG ? ZR_TLS_ALERT_BAD_RECORD_MAC :
+								    ZR_TLS_ALERT_INTERNAL_ERROR);
 			return delivered;
 		}
 		consume_input(tls, ZR_RECORD_HEADER_LEN + recs[i].len + ZR_AEAD_TAG_LEN);
@@ -863,6 +884,8 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 		bool updated = false;
 		switch (type) {
 		case ZR_TLS_CT_APPLICATION_DATA:
+			if (len)
+				r->ku_in_row = 0;
 			if (staged) {
 				size_t take = len < cap ? len : cap;
 				memcpy(out, content, take);
@@ -887,6 +910,9 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 				break;
 			zr_tls_set_error(tls, -ECONNRESET, "read: peer sent alert %s (%u)", alert_name(content[1]),
 					 content[1]);
+			/* Nothing seals the output once the connection has failed:
+			 * what was written goes sealed (or zeroed), never plain. */
+			(void)!zr_record_flush(tls);
 			tls->state = ZR_TLS_FAILED;
 			return delivered;
 		case ZR_TLS_CT_HANDSHAKE:

@@ -129,6 +129,11 @@ typedef struct zr_record {
 	uint8_t hs_have;
 	uint8_t hs_body; /* KeyUpdate's request_update */
 	uint32_t hs_left;
+	/* KeyUpdates received since the peer's last application data, and
+	 * whether we answered a request and have sent no data since (then
+	 * further requests need no answer: RFC 8446 4.6.3). */
+	uint8_t ku_in_row;
+	bool ku_answered;
 	bool read_closed, write_closed;
 } zr_record_t;
 

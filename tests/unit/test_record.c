@@ -660,6 +660,145 @@ static void test_lend(const zr_aead_backend_t *b)
 	pair_free(&pr);
 }
 
+/* A backend that wraps another and, while `failing_open`, refuses open
+ * batches at submit (as ipsec-mb does without an IMB_MGR, or dpdk without a
+ * session): nothing is opened and no record's status is set. */
+static const zr_aead_backend_t *wrapped;
+static zr_aead_backend_t failing;
+static bool failing_open;
+
+static int failing_key_new(zr_aead_alg_t alg, const uint8_t *key, zr_aead_key_t **out)
+{
+	int rc = wrapped->key_new(alg, key, out);
+	if (!rc)
+		(*out)->backend = &failing;
+	return rc;
+}
+
+static void failing_key_free(zr_aead_key_t *key)
+{
+	key->backend = wrapped;
+	wrapped->key_free(key);
+}
+
+static int failing_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb,
+			  void *arg)
+{
+	if (!encrypt && failing_open)
+		return -ENOMEM;
+	return wrapped->submit(key, encrypt, recs, n, cb, arg);
+}
+
+static void test_open_submit_failure(const zr_aead_backend_t *b)
+{
+	wrapped = b;
+	failing = *b;
+	failing.key_new = failing_key_new;
+	failing.key_free = failing_key_free;
+	failing.submit = failing_submit;
+	uint8_t cs[32], ss[32], buf[256];
+	RAND_bytes(cs, sizeof(cs));
+	RAND_bytes(ss, sizeof(ss));
+	zr_tls_t *c = zr_tls_new_established(false, b, ZR_AEAD_AES_128_GCM, ss, cs);
+	zr_tls_t *s = zr_tls_new_established(true, &failing, ZR_AEAD_AES_128_GCM, cs, ss);
+	bool good = c && s && !zr_tls_write(c, "hello", 5) && !zr_tls_write(c, "world", 5) && move(c, s, 100000);
+	/* What the reader's buffer held before: it must not come out as data. */
+	memset(buf, ZR_TLS_CT_APPLICATION_DATA, sizeof(buf));
+	failing_open = true;
+	ssize_t n = good ? zr_tls_read(s, buf, sizeof(buf)) : 0;
+	failing_open = false;
+	ok(good && n == -EPROTO && s->rec.rd.seq == 0 && strstr(zr_tls_error(s), "internal error"),
+	   "%s: an open batch the backend refuses delivers nothing and fails (read %zd, %s)", b->name, n,
+	   s ? zr_tls_error(s) : "");
+	zr_tls_free(c);
+	zr_tls_free(s);
+	OPENSSL_cleanse(cs, sizeof(cs));
+	OPENSSL_cleanse(ss, sizeof(ss));
+}
+
+/* KeyUpdate floods: requests while we are silent are answered once (RFC
+ * 8446 4.6.3), and a run of KeyUpdates without application data between
+ * them is cut off, as OpenSSL and BoringSSL do after 32. */
+static void test_key_update_flood(const zr_aead_backend_t *b, zr_aead_alg_t alg)
+{
+	const char *an = zr_aead_alg_name(alg);
+	pair_t pr;
+	uint8_t buf[256];
+	if (pair_new(&pr, b, alg)) {
+		size_t one = 5 + ZR_RECORD_OVERHEAD; /* one KeyUpdate record */
+		bool good = true;
+		for (int i = 0; i < 20 && good; i++) {
+			inject(pr.c, pr.s, ZR_TLS_CT_HANDSHAKE, "\x18\x00\x00\x01\x01", 5);
+			good = !zr_record_dir_update(&pr.c->rec.wr);
+		}
+		ssize_t n = good ? zr_tls_read(pr.s, buf, sizeof(buf)) : 0;
+		size_t out = zr_tls_out_pending(pr.s);
+		ok(good && n == -EAGAIN && out == one,
+		   "%s/%s: 20 KeyUpdate requests while silent: answered once (%zu bytes out)", b->name, an, out);
+		/* Once we have sent data, the next request is answered again. */
+		good = good && !zr_tls_write(pr.s, "data", 4) && move(pr.s, pr.c, 100000);
+		inject(pr.c, pr.s, ZR_TLS_CT_HANDSHAKE, "\x18\x00\x00\x01\x01", 5);
+		good = good && !zr_record_dir_update(&pr.c->rec.wr);
+		uint64_t wseq = pr.s->rec.wr.seq;
+		n = good ? zr_tls_read(pr.s, buf, sizeof(buf)) : 0;
+		ok(good && n == -EAGAIN && wseq == 1 && pr.s->rec.wr.seq == 0 && zr_tls_out_pending(pr.s) == one &&
+			   move(pr.s, pr.c, 100000) && zr_tls_read(pr.c, buf, sizeof(buf)) == 4 &&
+			   !memcmp(buf, "data", 4),
+		   "%s/%s: a request after our data is answered again", b->name, an);
+		good = good && !zr_tls_write(pr.s, "more", 4) && move(pr.s, pr.c, 100000);
+		ok(good && zr_tls_read(pr.c, buf, sizeof(buf)) == 4, "%s/%s: and the peer follows our keys", b->name,
+		   an);
+	}
+	pair_free(&pr);
+	if (pair_new(&pr, b, alg)) {
+		bool good = true;
+		/* 32 in a row, data, 32 again: fine. */
+		for (int round = 0; round < 2 && good; round++) {
+			for (int i = 0; i < 32 && good; i++) {
+				inject(pr.c, pr.s, ZR_TLS_CT_HANDSHAKE, "\x18\x00\x00\x01\x00", 5);
+				good = !zr_record_dir_update(&pr.c->rec.wr);
+			}
+			inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "x", 1);
+		}
+		ssize_t n = good ? zr_tls_read(pr.s, buf, sizeof(buf)) : 0;
+		ok(good && n == 2 && !memcmp(buf, "xx", 2), "%s/%s: 32 KeyUpdates in a row, data, 32 more: accepted",
+		   b->name, an);
+		for (int i = 0; i < 33 && good; i++) {
+			inject(pr.c, pr.s, ZR_TLS_CT_HANDSHAKE, "\x18\x00\x00\x01\x00", 5);
+			good = !zr_record_dir_update(&pr.c->rec.wr);
+		}
+		n = good ? zr_tls_read(pr.s, buf, sizeof(buf)) : 0;
+		ok(good && n == -EPROTO && strstr(zr_tls_error(pr.s), "unexpected message"),
+		   "%s/%s: 33 KeyUpdates without data between: unexpected_message (%s)", b->name, an,
+		   zr_tls_error(pr.s));
+	}
+	pair_free(&pr);
+}
+
+/* The peer's fatal alert fails the connection: what we had written but not
+ * sealed yet must not then be left in the output as plaintext. */
+static void test_alert_with_unsealed(const zr_aead_backend_t *b, zr_aead_alg_t alg)
+{
+	static const char secret[] = "TOP-SECRET-PLAINTEXT";
+	pair_t pr;
+	uint8_t buf[256];
+	if (pair_new(&pr, b, alg)) {
+		bool good = !zr_tls_write(pr.c, secret, sizeof(secret) - 1);
+		inject(pr.s, pr.c, ZR_TLS_CT_ALERT, "\x02\x28", 2);
+		ssize_t n = zr_tls_read(pr.c, buf, sizeof(buf));
+		const void *p;
+		size_t len, leaked = 0;
+		while ((len = zr_tls_out_peek(pr.c, &p))) {
+			leaked += memmem(p, len, secret, sizeof(secret) - 1) != NULL;
+			zr_tls_out_consume(pr.c, len);
+		}
+		ok(good && n == -ECONNRESET && !leaked,
+		   "%s/%s: peer's fatal alert with a record not sealed yet: no plaintext in the output (read %zd)",
+		   b->name, zr_aead_alg_name(alg), n);
+	}
+	pair_free(&pr);
+}
+
 static zr_record_crypto_t choice_of(const char *name)
 {
 	if (!strcmp(name, "ipsec-mb"))
@@ -687,10 +826,13 @@ int main(void)
 			if (b->supports(alg)) {
 				test_pair(b, alg);
 				test_large_writes(b, alg);
+				test_key_update_flood(b, alg);
+				test_alert_with_unsealed(b, alg);
 			} else
 				diag("%s lacks %s", b->name, zr_aead_alg_name(alg));
 		}
 		test_lend(b);
+		test_open_submit_failure(b);
 	}
 	zr_aead_thread_cleanup();
 	zr_tls_thread_cleanup();

@@ -73,6 +73,8 @@ static void start_recv(stream_thread_t *st, stream_conn_t *s)
  * side instead and read until the sink, having seen everything, closes. */
 static void finish(stream_thread_t *st, stream_conn_t *s)
 {
+	if (s->draining)
+		return; /* finished once already (by its last send or by the stop) */
 	if (st->th->o->direction == ZR_BENCH_BOTH && s->started && !s->draining && s->c.fd >= 0) {
 		s->draining = true;
 		if (shutdown(s->c.fd, SHUT_WR) == 0) {

@@ -53,6 +53,10 @@ struct zr_io_ops {
 	/* One receive into the caller's buffer; timeout_ns 0 = none (-ECANCELED
 	 * when the timeout fired). */
 	int (*recv_into)(zr_io_t *io, zr_io_op_t *op, int fd, void *buf, size_t len, uint64_t timeout_ns);
+	/* Receives and discards up to len bytes without copying them
+	 * (MSG_TRUNC on TCP): res = bytes dropped, 0 = EOF, or -errno. scratch
+	 * must span len bytes of the caller's memory but is never written. */
+	int (*recv_discard)(zr_io_t *io, zr_io_op_t *op, int fd, void *scratch, size_t len);
 	/* Sends all of buf (the backend retries short writes); res = bytes or -errno. */
 	int (*send)(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len);
 	/* Connects with a timeout (0 = none); res 0, -errno, or -ECANCELED on timeout. */

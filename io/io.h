@@ -26,6 +26,10 @@ static inline int zr_io_recv_into(zr_io_t *io, zr_io_op_t *op, int fd, void *buf
 {
 	return ZR_IO_CALL(io, recv_into, op, fd, buf, len, timeout_ns);
 }
+static inline int zr_io_recv_discard(zr_io_t *io, zr_io_op_t *op, int fd, void *scratch, size_t len)
+{
+	return ZR_IO_CALL(io, recv_discard, op, fd, scratch, len);
+}
 static inline int zr_io_send(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len)
 {
 	return ZR_IO_CALL(io, send, op, fd, buf, len);

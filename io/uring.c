@@ -245,6 +245,15 @@ static int uring_recv_into(zr_io_t *io, zr_io_op_t *op, int fd, void *buf, size_
 	return ret;
 }
 
+static int uring_recv_discard(zr_io_t *io, zr_io_op_t *op, int fd, void *scratch, size_t len)
+{
+	uring_io_t *u = (uring_io_t *)io;
+	PREP(u, sqe);
+	io_uring_prep_recv(sqe, fd, scratch, len, MSG_TRUNC);
+	io_uring_sqe_set_data(sqe, op);
+	return 0;
+}
+
 static int uring_send(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len)
 {
 	uring_io_t *u = (uring_io_t *)io;
@@ -397,6 +406,7 @@ const zr_io_ops_t zr_io_uring_ops = {
 	.accept = uring_accept,
 	.recv = uring_recv,
 	.recv_into = uring_recv_into,
+	.recv_discard = uring_recv_discard,
 	.send = uring_send,
 	.connect = uring_connect,
 	.timeout = uring_timeout,

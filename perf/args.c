@@ -209,7 +209,7 @@ static void defaults(zr_bench_opts_t *o, zr_bench_mode_t m)
 	o->connections = m == ZR_BENCH_RR ? 16 : 1;
 	o->duration_s = 10;
 	o->warmup_s = 1;
-	o->size = 1024 * 1024;
+	o->size = 128 * 1024;
 	o->direction = ZR_BENCH_UP;
 	o->request_len = m == ZR_BENCH_CRR ? 64 : 1024;
 	o->response_len = m == ZR_BENCH_CRR ? 64 : 1024;

@@ -53,7 +53,7 @@ typedef struct zr_bench_opts {
 	unsigned threads;     /* generator threads, one io_uring each; default min(connections, cores) */
 	double duration_s;    /* measured part; default 10 */
 	double warmup_s;      /* excluded from every figure; default 1 (0 allowed) */
-	uint32_t size;	      /* stream: bytes per send; default 1 MiB */
+	uint32_t size;	      /* stream: bytes per send; default 128 KiB */
 	zr_bench_direction_t direction;
 	double rate;	       /* rr: required; crr: 0 = as fast as possible. Requests per second, all connections */
 	uint32_t request_len;  /* rr/crr: default 1024 (rr), 64 (crr) */

@@ -43,7 +43,7 @@ static const struct mode modes[] = {
 	 "usage: zring-bench stream --target HOST:PORT [OPTIONS]\n"
 	 "Bulk throughput against `zring-bench sink` (iperf3's job), total and per connection.\n\n"
 	 "  --target HOST:PORT   the sink (required)\n"
-	 "  --size B             bytes per send (default 1M)\n"
+	 "  --size B             bytes per send (default 128K)\n"
 	 "  --direction up|down|both  who sends (default up: the client)\n" CLIENT_COMMON},
 	{"rr", "open-loop request/response latency at a fixed rate (p50/p99/p99.9)",
 	 "usage: zring-bench rr --target HOST:PORT --rate R [OPTIONS]\n"

@@ -588,7 +588,7 @@ static void fill_opts(const zr_suite_t *s, zr_bench_opts_t *o, int mode, const s
 	case ZR_PART_STREAM:
 		o->mode = ZR_BENCH_STREAM;
 		o->connections = 1;
-		o->size = 1 << 20;
+		o->size = 128 << 10;
 		o->duration_s = s->o.stream_s;
 		break;
 	case ZR_PART_RR:

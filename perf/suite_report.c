@@ -321,7 +321,7 @@ static int write_markdown(const zr_suite_t *s, const char *path, char *err, size
 	fprintf(f, "- CPU: %s, %u online CPUs\n", s->env.cpu_model, s->env.cores);
 	fprintf(f, "- kernel: %s\n", s->env.kernel);
 	fprintf(f,
-		"- stream: %g s, 1 connection, 1 MiB sends, up; rr: %g s at %g req/s over %u connections, 1 KiB "
+		"- stream: %g s, 1 connection, 128 KiB sends, up; rr: %g s at %g req/s over %u connections, 1 KiB "
 		"each way; crr: %g s, %u connections in flight, 64 B each way; warm-up %g s before each (excluded)\n",
 		s->o.stream_s, s->o.rr_s, s->o.rr_rate, s->o.rr_conns, s->o.crr_s, s->o.crr_conns, s->o.warmup_s);
 	fprintf(f, "- proxies: zring `workers: 1` per node, HAProxy `nbthread 1`; HBONE and HAProxy mTLS use TLS 1.3 "

@@ -8,7 +8,7 @@ set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
 secs=${3:-5}
-size=${4:-1M} # bytes per send, the same for both
+size=${4:-128K} # bytes per send, the same for both (iperf3's default)
 bench="$build/zring-bench"
 addr=127.0.61.1
 command -v iperf3 >/dev/null || { echo "vs-iperf3: iperf3 is not installed" >&2; exit 2; }

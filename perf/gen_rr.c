@@ -232,7 +232,9 @@ static void count_unfinished(rr_thread_t *rt)
 {
 	for (unsigned i = 0; i < rt->n; i++) {
 		rr_conn_t *r = &rt->conns[i];
-		if (r->q.busy && r->counts)
+		/* A closing connection's request is accounted for already:
+		 * answered (crr closes after the response) or failed. */
+		if (r->q.busy && r->counts && !r->c.closing)
 			zr_gen_error(rt->th, ZR_BENCH_ERR_TIMEOUT);
 		r->q.busy = false;
 		for (uint64_t k = r->q.sent; rt->paced && k < r->q.due; k++)

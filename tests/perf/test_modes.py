@@ -151,6 +151,21 @@ def check_crr(t, label, extra, rate=None):
     t.ok((rep['latency_us']['p50'] or 0) > 0, '%s: latency from the intended start recorded' % what)
 
 
+def check_crr_overload(t):
+    # Paced past what the echo can do, the run ends at its timeout with cycles
+    # still closing: a cycle answered (or failed) just before is not counted
+    # again as a timeout. Every due cycle is answered or an error, once.
+    echo = Server('echo')
+    sums = []
+    for _ in range(4):
+        rc, out, err, rep = bench('crr', '--target', echo.addr, '--connections', '2', '--rate', '40000',
+                                  '--duration', '0.3', '--warmup', '0', '--timeout', '0.2')
+        sums.append(rep and rep['responses_received'] + errors_total(rep))
+    echo.stop(settle=0)
+    t.ok(sums == [12000] * 4, 'crr overloaded to its timeout: answered + errors == the 12000 due, no double count',
+         repr(sums))
+
+
 def check_usage(t):
     cases = [
         (['rr', '--target', '127.0.30.1:1'], '--rate: required for rr'),
@@ -281,6 +296,7 @@ def main(t):
     t.subtest('rr', check_rr, t, 'direct', [])
     t.subtest('crr', check_crr, t, 'direct', [])
     t.subtest('crr paced', check_crr, t, 'direct', [], 400)
+    t.subtest('crr overloaded', check_crr_overload, t)
     t.subtest('usage errors', check_usage, t)
     t.subtest('refused', check_refused, t)
     t.subtest('json and tty', check_json_and_tty, t)

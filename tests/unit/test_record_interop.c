@@ -19,6 +19,7 @@
 #include "io/log.h"
 #include "tap.h"
 #include "certs_fixture.h"
+#include "raw_tls.h"
 
 #define SA "spiffe://cluster.local/ns/default/sa/"
 
@@ -52,29 +53,6 @@ static zr_identity_store_t *load_store(const char *suite)
 	return st;
 }
 
-/* A plain OpenSSL endpoint over memory BIOs: OpenSSL's record layer. */
-typedef struct raw {
-	SSL_CTX *ctx;
-	SSL *ssl;
-	BIO *in, *out; /* what it reads, what it wrote */
-} raw_t;
-
-static int raw_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in, unsigned inlen,
-		    void *arg)
-{
-	static const unsigned char h2[] = {2, 'h', '2'};
-	unsigned char *sel;
-	if (SSL_select_next_proto(&sel, outlen, h2, sizeof(h2), in, inlen) != OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	*out = sel;
-	return SSL_TLSEXT_ERR_OK;
-}
-
-static int raw_accept_any(int ok, X509_STORE_CTX *sc)
-{
-	return 1;
-}
-
 static void raw_init(raw_t *r, bool server, const char *suite)
 {
 	char p[4300];
@@ -101,13 +79,6 @@ static void raw_init(raw_t *r, bool server, const char *suite)
 		SSL_set_accept_state(r->ssl);
 	else
 		SSL_set_connect_state(r->ssl);
-}
-
-static void raw_free(raw_t *r)
-{
-	SSL_free(r->ssl);
-	SSL_CTX_free(r->ctx);
-	ERR_clear_error();
 }
 
 /* raw's output into t, in pieces of `piece` bytes. */

@@ -19,6 +19,7 @@
 #include "io/log.h"
 #include "tap.h"
 #include "certs_fixture.h"
+#include "raw_tls.h"
 
 #define SA "spiffe://cluster.local/ns/default/sa/"
 
@@ -348,29 +349,6 @@ static void test_refusals(zr_identity_store_t *st, zr_identity_store_t *foreign)
 	ok(!server_of(st, SA "nobody"), "unknown identity refused");
 }
 
-/* A plain OpenSSL endpoint over memory BIOs, for what zring never does. */
-typedef struct raw {
-	SSL_CTX *ctx;
-	SSL *ssl;
-	BIO *in, *out;
-} raw_t;
-
-static int raw_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in, unsigned inlen,
-		    void *arg)
-{
-	static const unsigned char h2[] = {2, 'h', '2'};
-	unsigned char *sel;
-	if (SSL_select_next_proto(&sel, outlen, h2, sizeof(h2), in, inlen) != OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	*out = sel;
-	return SSL_TLSEXT_ERR_OK;
-}
-
-static int raw_accept_any(int ok, X509_STORE_CTX *sc)
-{
-	return 1;
-}
-
 static void raw_init(raw_t *r, bool server, const char *cert, const char *alpn, size_t alpn_len)
 {
 	r->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -397,13 +375,6 @@ static void raw_init(raw_t *r, bool server, const char *cert, const char *alpn, 
 		SSL_set_accept_state(r->ssl);
 	else
 		SSL_set_connect_state(r->ssl);
-}
-
-static void raw_free(raw_t *r)
-{
-	SSL_free(r->ssl);
-	SSL_CTX_free(r->ctx);
-	ERR_clear_error();
 }
 
 /* Handshake between a raw endpoint and t; returns t's result. */

@@ -331,6 +331,18 @@ static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 	hc_maybe_free(hc);
 }
 
+/* The record crypto device finished some of this connection's records
+ * (zr_tls_crypto_poll, at the top of the loop): read what was opened, send
+ * what was sealed. */
+static void hc_crypto_wake(void *arg)
+{
+	zr_h2conn_t *hc = arg;
+	if (hc->closing || hc->handshaking)
+		return;
+	hc_process_input(hc);
+	hc_maybe_free(hc);
+}
+
 static void hc_arm_recv(zr_h2conn_t *hc)
 {
 	if (hc->recv_armed || hc->closing || hc->starved)
@@ -492,6 +504,7 @@ static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		hc_maybe_free(hc);
 		return;
 	}
+	zr_tls_set_wake(hc->tls, hc_crypto_wake, hc);
 	hc_arm_recv(hc);
 	hc_process_input(hc); /* ClientHello */
 	hc_maybe_free(hc);
@@ -637,6 +650,7 @@ void zr_hbone_accepted(zr_listener_t *l, int fd)
 		hc_maybe_free(hc);
 		return;
 	}
+	zr_tls_set_wake(hc->tls, hc_crypto_wake, hc);
 	hc->handshaking = true;
 	hc_arm_recv(hc);
 }

@@ -442,9 +442,12 @@ static void *worker_main(void *arg)
 	sync_workload_listeners(w);
 	atomic_store_explicit(&w->start_result, 1, memory_order_release);
 
+	unsigned crypto_inflight = 0;
 	while (!w->stopping) {
 		check_snapshot(w);
-		int n = zr_io_run(w->io, LOOP_WAIT_NS);
+		/* Records on a crypto device complete when polled: no sleeping
+		 * while any are out. */
+		int n = zr_io_run(w->io, crypto_inflight ? 0 : LOOP_WAIT_NS);
 		if (n < 0 && n != -EINTR) {
 			zr_err("worker", "worker %u: io run: %s", w->index, strerror(-n));
 			break;
@@ -452,6 +455,7 @@ static void *worker_main(void *arg)
 		zr_counter_add(&w->stats.loop_turns, 1);
 		if (n > 0)
 			zr_counter_add(&w->stats.completions, n);
+		crypto_inflight = zr_tls_crypto_poll();
 		zr_relay_feed_starved(w);
 		if (w->h2_starved)
 			zr_hbone_feed_starved(w);

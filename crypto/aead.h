@@ -92,7 +92,10 @@ struct zr_aead_backend {
 	void (*key_free)(zr_aead_key_t *key);
 	/* Seal (encrypt = true) or open n <= ZR_AEAD_BATCH_MAX records. Returns
 	 * 0 (cb called or to be called from poll) or -EAGAIN (device queue full:
-	 * nothing was taken), -ENOMEM. */
+	 * nothing was taken), -ENOMEM. An asynchronous backend reads in, in2,
+	 * aad, nonce and (open) tag before submit returns, so those bytes may
+	 * change afterwards; it writes out, tag (seal) and status before cb, so
+	 * recs[] and the out buffers must stay until then. */
 	int (*submit)(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb, void *arg);
 	/* Drives completions of this thread's outstanding batches; returns the
 	 * number of batches completed. NULL for synchronous backends. */

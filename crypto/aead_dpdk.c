@@ -46,7 +46,7 @@
 
 #define MAX_QPS	     16
 #define QP_DEPTH     512	   /* descriptors per queue pair */
-#define BATCHES	     8		   /* batches in flight per thread */
+#define BATCHES	     256	   /* batches in flight per thread */
 #define REC_MAX	     (16384 + 256) /* TLSCiphertext's largest fragment */
 #define AAD_MAX	     64
 #define SESSIONS     16384
@@ -87,6 +87,8 @@ typedef struct dpdk_thread {
 	uint16_t qp;
 	unsigned ops_out; /* enqueued, not yet dequeued */
 	dpdk_batch_t batch[BATCHES];
+	uint16_t free_batch[BATCHES]; /* indexes of the slots not busy */
+	unsigned n_free;
 } dpdk_thread_t;
 
 static __thread dpdk_thread_t *thread_state;
@@ -255,6 +257,9 @@ static dpdk_thread_t *thread_get(void)
 	if (!t)
 		return NULL;
 	t->qp = (uint16_t)q;
+	for (unsigned i = 0; i < BATCHES; i++)
+		t->free_batch[i] = (uint16_t)(BATCHES - 1 - i);
+	t->n_free = BATCHES;
 	thread_state = t;
 	return t;
 }
@@ -351,6 +356,7 @@ static int drain(dpdk_thread_t *t)
 		op_done(ops[i]);
 		if (b->left == 0 && b->busy) {
 			b->busy = false;
+			t->free_batch[t->n_free++] = (uint16_t)(b - t->batch);
 			b->cb(b->arg, b->recs, b->n);
 			batches++;
 		}
@@ -372,12 +378,9 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 			return -EINVAL;
 	if (t->ops_out + n > QP_DEPTH)
 		return -EAGAIN;
-	dpdk_batch_t *b = NULL;
-	for (int i = 0; i < BATCHES && !b; i++)
-		if (!t->batch[i].busy)
-			b = &t->batch[i];
-	if (!b)
+	if (!t->n_free)
 		return -EAGAIN;
+	dpdk_batch_t *b = &t->batch[t->free_batch[t->n_free - 1]];
 
 	struct rte_crypto_op *ops[ZR_AEAD_BATCH_MAX];
 	struct rte_mbuf *mbufs[ZR_AEAD_BATCH_MAX];
@@ -423,6 +426,7 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		s->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(ops[i], PRIV_OFFSET + offsetof(op_priv_t, aad));
 	}
 	*b = (dpdk_batch_t){.recs = recs, .n = n, .left = n, .cb = cb, .arg = arg, .encrypt = encrypt, .busy = true};
+	t->n_free--;
 	/* ops_out + n <= QP_DEPTH, so the ring has room; a PMD that still takes
 	 * fewer gets them again after its completions are drained. */
 	size_t sent = 0;

@@ -20,7 +20,23 @@
  * staging buffer.
  *
  * Post-handshake messages: KeyUpdate is honoured (and answered when asked),
- * NewSessionTicket skipped, anything else refused with an alert. */
+ * NewSessionTicket skipped, anything else refused with an alert.
+ *
+ * Asynchronous backends (a device: dpdk) complete batches later, in
+ * zr_record_async_poll, which the worker's loop calls. Records are then
+ * built and sealed in place in the output as above, without write_direct;
+ * up to SEAL_SLOTS batches per connection are in flight and the output is
+ * sendable up to the oldest of them (zr_record_out_limit). Received records
+ * are opened one batch at a time into the connection's own buffer (`plain`)
+ * and handed out from there, since the reader's buffer does not outlive the
+ * read. The ciphertext stays in the input until its record is handed out,
+ * so records after a KeyUpdate are opened again under the new key.
+ * Completions only mark their batch and queue the connection; the wake
+ * callbacks (hbone: read and send) run from zr_record_async_poll at the top
+ * of the loop, so waiting on the device inside a connection's call (a full
+ * device queue, a control record) never re-enters another connection.
+ * Alerts, close_notify and KeyUpdate wait for every earlier seal: they go
+ * out at once, and no key is freed under a batch in flight. */
 #include "crypto/record.h"
 
 #include <errno.h>
@@ -28,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -46,6 +63,13 @@
 /* KeyUpdates in a row without application data between them: more is a
  * flood (OpenSSL's and BoringSSL's limit). */
 #define KEY_UPDATES_MAX 32
+
+/* Asynchronous backends: seal batches in flight per connection, the bytes
+ * of plaintext one open batch may produce, and how long a connection waits
+ * for the device before it gives up. */
+#define SEAL_SLOTS	4
+#define OPEN_PLAIN_MAX	(64 * 1024)
+#define ASYNC_WAIT_NS	(2ull * 1000000000ull)
 
 static EVP_KDF *hkdf;
 static pthread_once_t hkdf_once = PTHREAD_ONCE_INIT;
@@ -328,31 +352,6 @@ static const char *alert_name(unsigned desc)
 
 /* --- the connection's records --- */
 
-int zr_record_start(zr_tls_t *tls, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *read_secret,
-		    const uint8_t *write_secret)
-{
-	zr_record_t *r = &tls->rec;
-	int rc = zr_record_dir_init(&r->rd, b, alg, read_secret);
-	if (!rc)
-		rc = zr_record_dir_init(&r->wr, b, alg, write_secret);
-	if (rc) {
-		zr_record_dir_clear(&r->rd);
-		zr_record_dir_clear(&r->wr);
-		return rc;
-	}
-	r->key_update_after = ZR_RECORD_KEY_UPDATE_DEFAULT;
-	return 0;
-}
-
-void zr_record_free(zr_tls_t *tls)
-{
-	zr_record_t *r = &tls->rec;
-	zr_record_dir_clear(&r->rd);
-	zr_record_dir_clear(&r->wr);
-	free(r->stage);
-	r->stage = NULL;
-}
-
 void zr_tls_set_key_update_interval(zr_tls_t *tls, uint64_t records)
 {
 	tls->rec.key_update_after = records ? records : 1;
@@ -381,20 +380,322 @@ static int write_fail(zr_tls_t *tls, int rc, const char *what)
 	return zr_tls_set_error(tls, rc, "write: %s", what);
 }
 
-static int seal_batch(zr_tls_t *tls)
+/* The records written and not sealed yet, as a batch to seal in place:
+ * headers and type bytes written, nonces from the next sequence numbers. */
+static void unsealed_recs(zr_record_t *r, zr_aead_rec_t *recs)
 {
-	zr_record_t *r = &tls->rec;
-	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
-	size_t n = r->n_unsealed;
-	if (!n)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < r->n_unsealed; i++) {
 		uint8_t *hdr = r->unsealed[i].hdr;
 		size_t inner_len = r->unsealed[i].len + 1;
 		header(hdr, inner_len);
 		hdr[ZR_RECORD_HEADER_LEN + inner_len - 1] = r->unsealed[i].type;
 		rec_init(&recs[i], &r->wr, r->wr.seq + i, hdr, hdr + ZR_RECORD_HEADER_LEN, inner_len);
 	}
+}
+
+/* --- asynchronous backends: batches in flight --- */
+
+typedef struct seal_slot {
+	zr_record_async_t *as;
+	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
+	size_t n;
+	int status; /* the first record's failure */
+	bool done;
+} seal_slot_t;
+
+struct zr_record_async {
+	zr_tls_t *tls;
+	/* Seal batches in submission order: seal_count from seal_head, done
+	 * ones reaped from the head. */
+	seal_slot_t seal[SEAL_SLOTS];
+	unsigned seal_head, seal_count;
+	/* The open batch: submitted (open_busy), completed (open_ready), then
+	 * handed out record by record: open_next, whose type and content
+	 * length are taken (open_taken) and open_off bytes of it given. */
+	zr_aead_rec_t open[ZR_AEAD_BATCH_MAX];
+	size_t open_n, open_next, open_off, open_len;
+	uint8_t open_type;
+	bool open_busy, open_ready, open_taken;
+	uint8_t *plain; /* OPEN_PLAIN_MAX bytes, on first read */
+	zr_record_async_t *ready_next;
+	bool queued;
+};
+
+/* Per worker thread: connections with completed batches, to wake, and the
+ * batches in flight. */
+static __thread struct {
+	zr_record_async_t *head, *tail;
+	unsigned inflight;
+	int (*poll)(void);
+} thr;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void ready_push(zr_record_async_t *as)
+{
+	if (as->queued || !as->tls)
+		return;
+	as->queued = true;
+	as->ready_next = NULL;
+	if (thr.tail)
+		thr.tail->ready_next = as;
+	else
+		thr.head = as;
+	thr.tail = as;
+}
+
+static void ready_unlink(zr_record_async_t *as)
+{
+	zr_record_async_t *prev = NULL;
+	for (zr_record_async_t *x = thr.head; x; prev = x, x = x->ready_next) {
+		if (x != as)
+			continue;
+		if (prev)
+			prev->ready_next = x->ready_next;
+		else
+			thr.head = x->ready_next;
+		if (thr.tail == x)
+			thr.tail = prev;
+		break;
+	}
+	as->queued = false;
+}
+
+static void seal_done(void *arg, zr_aead_rec_t *recs, size_t n)
+{
+	seal_slot_t *s = arg;
+	for (size_t i = 0; i < n && !s->status; i++)
+		s->status = recs[i].status;
+	s->done = true;
+	thr.inflight--;
+	ready_push(s->as);
+}
+
+static void open_done(void *arg, zr_aead_rec_t *recs, size_t n)
+{
+	zr_record_async_t *as = arg;
+	(void)recs;
+	(void)n;
+	as->open_busy = false;
+	as->open_ready = true;
+	thr.inflight--;
+	ready_push(as);
+}
+
+/* Submits a batch to the device, polling while its queue is full.
+ * Returns 0, -ETIMEDOUT, or the backend's error. */
+static int async_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb,
+			void *arg)
+{
+	const zr_aead_backend_t *b = key->backend;
+	uint64_t deadline = 0;
+	thr.poll = b->poll;
+	for (unsigned spin = 0;; spin++) {
+		thr.inflight++;
+		int rc = b->submit(key, encrypt, recs, n, cb, arg);
+		if (rc != -EAGAIN) {
+			if (rc)
+				thr.inflight--;
+			return rc;
+		}
+		thr.inflight--;
+		if (!b->poll)
+			return rc;
+		if (spin % 256 == 0) {
+			uint64_t now = mono_ns();
+			if (!deadline)
+				deadline = now + ASYNC_WAIT_NS;
+			else if (now > deadline)
+				return -ETIMEDOUT;
+		}
+		b->poll();
+	}
+}
+
+static bool seals_idle(const zr_record_async_t *as)
+{
+	for (unsigned i = 0; i < as->seal_count; i++)
+		if (!as->seal[(as->seal_head + i) % SEAL_SLOTS].done)
+			return false;
+	return true;
+}
+
+static bool seal_slot_free(const zr_record_async_t *as)
+{
+	return as->seal_count < SEAL_SLOTS || as->seal[as->seal_head].done;
+}
+
+static bool async_idle(const zr_record_async_t *as)
+{
+	return !as->open_busy && seals_idle(as);
+}
+
+/* Polls the device until cond(as) holds. Completions of other connections
+ * only queue them. Returns 0 or -ETIMEDOUT. */
+static int async_wait(zr_tls_t *tls, bool (*cond)(const zr_record_async_t *))
+{
+	zr_record_async_t *as = tls->rec.as;
+	int (*poll)(void) = tls->rec.wr.backend ? tls->rec.wr.backend->poll : NULL;
+	uint64_t deadline = 0;
+	for (unsigned spin = 0; !cond(as); spin++) {
+		if (!poll)
+			return -ETIMEDOUT;
+		if (spin % 256 == 0) {
+			uint64_t now = mono_ns();
+			if (!deadline)
+				deadline = now + ASYNC_WAIT_NS;
+			else if (now > deadline)
+				return -ETIMEDOUT;
+		}
+		poll();
+	}
+	return 0;
+}
+
+static void wipe_direct(zr_aead_rec_t *recs, size_t n);
+
+/* Completed seal batches leave the head; one that failed is wiped (its
+ * records fail to authenticate at the peer) and fails the connection. */
+static void seal_reap(zr_tls_t *tls)
+{
+	zr_record_async_t *as = tls->rec.as;
+	while (as->seal_count && as->seal[as->seal_head].done) {
+		seal_slot_t *s = &as->seal[as->seal_head];
+		as->seal_head = (as->seal_head + 1) % SEAL_SLOTS;
+		as->seal_count--;
+		s->done = false;
+		if (s->status) {
+			wipe_direct(s->recs, s->n);
+			write_fail(tls, -EIO, "sealing records failed");
+		}
+	}
+}
+
+const uint8_t *zr_record_out_limit(zr_tls_t *tls)
+{
+	zr_record_async_t *as = tls->rec.as;
+	if (!as)
+		return NULL;
+	seal_reap(tls);
+	return as->seal_count ? as->seal[as->seal_head].recs[0].aad : NULL;
+}
+
+unsigned zr_record_async_poll(void)
+{
+	if (thr.inflight && thr.poll)
+		thr.poll();
+	/* A wake may submit, wait, and queue others: until none is left. */
+	while (thr.head) {
+		zr_record_async_t *as = thr.head;
+		thr.head = as->ready_next;
+		if (!thr.head)
+			thr.tail = NULL;
+		as->queued = false;
+		zr_tls_t *tls = as->tls;
+		if (tls && tls->wake)
+			tls->wake(tls->wake_arg);
+	}
+	return thr.inflight;
+}
+
+/* The records written and not sealed go to the device as one batch. */
+static int seal_submit(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_async_t *as = r->as;
+	size_t n = r->n_unsealed;
+	if (!n)
+		return 0;
+	seal_reap(tls);
+	if (!seal_slot_free(as) && async_wait(tls, seal_slot_free))
+		return write_fail(tls, -ETIMEDOUT, "the crypto device did not answer");
+	seal_reap(tls);
+	if (tls->state != ZR_TLS_ESTABLISHED)
+		return tls->fail_rc;
+	seal_slot_t *s = &as->seal[(as->seal_head + as->seal_count) % SEAL_SLOTS];
+	s->as = as;
+	s->n = n;
+	s->status = 0;
+	s->done = false;
+	unsealed_recs(r, s->recs);
+	as->seal_count++;
+	int rc = async_submit(r->wr.key, true, s->recs, n, seal_done, s);
+	if (rc) {
+		as->seal_count--;
+		return write_fail(tls, rc, rc == -ETIMEDOUT ? "the crypto device did not answer" :
+							       "sealing records failed");
+	}
+	r->wr.seq += n;
+	r->n_unsealed = 0;
+	return 0;
+}
+
+int zr_record_start(zr_tls_t *tls, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *read_secret,
+		    const uint8_t *write_secret)
+{
+	zr_record_t *r = &tls->rec;
+	int rc = zr_record_dir_init(&r->rd, b, alg, read_secret);
+	if (!rc)
+		rc = zr_record_dir_init(&r->wr, b, alg, write_secret);
+	if (rc) {
+		zr_record_dir_clear(&r->rd);
+		zr_record_dir_clear(&r->wr);
+		return rc;
+	}
+	r->key_update_after = ZR_RECORD_KEY_UPDATE_DEFAULT;
+	if (b->async) {
+		if (!(r->as = calloc(1, sizeof(*r->as)))) {
+			zr_record_dir_clear(&r->rd);
+			zr_record_dir_clear(&r->wr);
+			return -ENOMEM;
+		}
+		r->as->tls = tls;
+	}
+	return 0;
+}
+
+bool zr_record_free(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_async_t *as = r->as;
+	bool released = true;
+	if (as) {
+		/* The device holds pointers into our output and `plain`. */
+		released = !async_wait(tls, async_idle);
+		/* Completions (those waited for too) may have queued us. */
+		ready_unlink(as);
+		as->tls = NULL;
+		if (released) {
+			free(as->plain);
+			free(as);
+		} else {
+			/* It never answered: its buffers and keys are left to it. */
+			r->rd.key = r->wr.key = NULL;
+		}
+		r->as = NULL;
+	}
+	zr_record_dir_clear(&r->rd);
+	zr_record_dir_clear(&r->wr);
+	free(r->stage);
+	r->stage = NULL;
+	return released;
+}
+
+static int seal_batch(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	if (r->as)
+		return seal_submit(tls);
+	zr_aead_rec_t recs[ZR_AEAD_BATCH_MAX];
+	size_t n = r->n_unsealed;
+	if (!n)
+		return 0;
+	unsealed_recs(r, recs);
 	if (zr_aead_seal(r->wr.key, recs, n))
 		return write_fail(tls, -EIO, "sealing records failed");
 	r->wr.seq += n;
@@ -465,7 +766,15 @@ static int append_control(zr_tls_t *tls, uint8_t type, const uint8_t *data, size
 	r->unsealed[r->n_unsealed].type = type;
 	r->unsealed[r->n_unsealed].len = (uint32_t)len;
 	r->n_unsealed++;
-	return seal_batch(tls);
+	rc = seal_batch(tls);
+	if (rc || !r->as)
+		return rc;
+	/* A control record goes out now, and a KeyUpdate changes the key
+	 * next: nothing of ours may be left in flight. */
+	if (async_wait(tls, seals_idle))
+		return write_fail(tls, -ETIMEDOUT, "the crypto device did not answer");
+	seal_reap(tls);
+	return tls->state == ZR_TLS_ESTABLISHED ? 0 : tls->fail_rc;
 }
 
 /* Records laid out by write_direct that were not sealed: zeroed, so that
@@ -541,7 +850,7 @@ int zr_record_write(zr_tls_t *tls, const void *data, size_t len)
 	if (len)
 		r->ku_answered = false;
 	while (len) {
-		if (!r->pend_hdr && len >= ZR_RECORD_PLAIN_MAX && zr_aead_two_segments(r->wr.key)) {
+		if (!r->pend_hdr && len >= ZR_RECORD_PLAIN_MAX && !r->as && zr_aead_two_segments(r->wr.key)) {
 			ssize_t n = write_direct(tls, p, len);
 			if (n < 0)
 				return (int)n;
@@ -800,6 +1109,45 @@ static int inner_type_split(const uint8_t *p, size_t inner_len, uint8_t last, ui
 	return inner_type(p, inner_len - 1, type, len);
 }
 
+/* A record that is not application data. Returns 0 to go on with the
+ * records after it, or 1 to stop: close_notify came (what follows is
+ * ignored, RFC 8446 6.1), the read key changed (the records after it must be
+ * opened again), or the connection failed. */
+static int control_record(zr_tls_t *tls, uint8_t type, const uint8_t *content, size_t len)
+{
+	bool updated = false;
+	int alert;
+	switch (type) {
+	case ZR_TLS_CT_ALERT:
+		if (len != 2) {
+			alert_why(tls, ZR_TLS_ALERT_DECODE_ERROR);
+			return 1;
+		}
+		if (content[1] == ZR_TLS_ALERT_CLOSE_NOTIFY) {
+			tls->rec.read_closed = true;
+			return 1;
+		}
+		if (content[1] == ZR_TLS_ALERT_USER_CANCELED)
+			return 0;
+		zr_tls_set_error(tls, -ECONNRESET, "read: peer sent alert %s (%u)", alert_name(content[1]), content[1]);
+		/* Nothing seals the output once the connection has failed:
+		 * what was written goes sealed (or zeroed), never plain. */
+		(void)!zr_record_flush(tls);
+		tls->state = ZR_TLS_FAILED;
+		return 1;
+	case ZR_TLS_CT_HANDSHAKE:
+		alert = len ? handshake_msgs(tls, content, len, &updated) : ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+		if (alert) {
+			alert_why(tls, alert);
+			return 1;
+		}
+		return updated;
+	default:
+		alert_why(tls, ZR_TLS_ALERT_UNEXPECTED_MESSAGE);
+		return 1;
+	}
+}
+
 /* Opens a batch of the complete records at the head of the input that fit
  * out[0..cap) (or the first one into the staging buffer when `stage` and it
  * does not fit). Returns the application bytes now at out[0..), and sets
@@ -881,63 +1229,174 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 			return delivered;
 		}
 		const uint8_t *content = recs[i].out;
-		bool updated = false;
-		switch (type) {
-		case ZR_TLS_CT_APPLICATION_DATA:
-			if (len)
-				r->ku_in_row = 0;
-			if (staged) {
-				size_t take = len < cap ? len : cap;
-				memcpy(out, content, take);
-				r->stage_head = take;
-				r->stage_len = len - take;
-				return take;
-			}
-			if (content != out + delivered)
-				memmove(out + delivered, content, len);
-			delivered += len;
-			break;
-		case ZR_TLS_CT_ALERT:
-			if (len != 2) {
-				alert_why(tls, ZR_TLS_ALERT_DECODE_ERROR);
+		if (type != ZR_TLS_CT_APPLICATION_DATA) {
+			/* After a KeyUpdate, the rest of the batch was opened with
+			 * the old key: it stays in the input for the next batch. */
+			if (control_record(tls, type, content, len))
 				return delivered;
-			}
-			if (content[1] == ZR_TLS_ALERT_CLOSE_NOTIFY) {
-				r->read_closed = true; /* what follows is ignored (RFC 8446 6.1) */
-				return delivered;
-			}
-			if (content[1] == ZR_TLS_ALERT_USER_CANCELED)
-				break;
-			zr_tls_set_error(tls, -ECONNRESET, "read: peer sent alert %s (%u)", alert_name(content[1]),
-					 content[1]);
-			/* Nothing seals the output once the connection has failed:
-			 * what was written goes sealed (or zeroed), never plain. */
-			(void)!zr_record_flush(tls);
-			tls->state = ZR_TLS_FAILED;
-			return delivered;
-		case ZR_TLS_CT_HANDSHAKE:
-			alert = len ? handshake_msgs(tls, content, len, &updated) : ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
-			if (alert) {
-				alert_why(tls, alert);
-				return delivered;
-			}
-			/* The rest of the batch was opened with the old key: it
-			 * stays in the input for the next batch. */
-			if (updated)
-				return delivered;
-			break;
-		default:
-			alert_why(tls, ZR_TLS_ALERT_UNEXPECTED_MESSAGE);
-			return delivered;
+			continue;
 		}
+		if (len)
+			r->ku_in_row = 0;
+		if (staged) {
+			size_t take = len < cap ? len : cap;
+			memcpy(out, content, take);
+			r->stage_head = take;
+			r->stage_len = len - take;
+			return take;
+		}
+		if (content != out + delivered)
+			memmove(out + delivered, content, len);
+		delivered += len;
 	}
 	return delivered;
+}
+
+/* --- asynchronous backends: opening --- */
+
+/* Submits the complete records at the head of the input (as many as
+ * fit OPEN_PLAIN_MAX) to be opened into as->plain. The input keeps them
+ * until each is handed out; the backend copies what it reads at submit.
+ * Returns true when a batch went to the device. */
+static bool open_submit(zr_tls_t *tls)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_async_t *as = r->as;
+	size_t n = 0, pos = 0;
+	if (join_cut_record(tls)) {
+		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+		return false;
+	}
+	const uint8_t *src = tls->in ? tls->in + tls->in_head : NULL;
+	size_t avail = tls->in_tail - tls->in_head;
+	bool lent = false;
+	while (n < ZR_AEAD_BATCH_MAX) {
+		if (!avail && !lent && tls->lent_len) {
+			src = tls->lent;
+			avail = tls->lent_len;
+			lent = true;
+		}
+		size_t ct_len;
+		if (avail < ZR_RECORD_HEADER_LEN)
+			break;
+		int alert = check_header(src, &ct_len);
+		if (alert) {
+			if (!n)
+				alert_why(tls, alert);
+			break; /* the records before it first */
+		}
+		size_t inner_len = ct_len - ZR_AEAD_TAG_LEN;
+		if (avail < ZR_RECORD_HEADER_LEN + ct_len || pos + inner_len > OPEN_PLAIN_MAX)
+			break;
+		rec_init(&as->open[n], &r->rd, r->rd.seq + n, src, as->plain + pos, inner_len);
+		n++;
+		pos += inner_len;
+		src += ZR_RECORD_HEADER_LEN + ct_len;
+		avail -= ZR_RECORD_HEADER_LEN + ct_len;
+	}
+	if (!n)
+		return false;
+	as->open_n = n;
+	as->open_next = 0;
+	as->open_taken = false;
+	as->open_busy = true;
+	int rc = async_submit(r->rd.key, false, as->open, n, open_done, as);
+	if (rc) {
+		as->open_busy = false;
+		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR,
+			  rc == -ETIMEDOUT ? "the crypto device did not answer" : "opening records failed");
+		return false;
+	}
+	return true;
+}
+
+/* Hands out the opened batch's records in order: application data into
+ * out[0..cap), the others processed. Returns the bytes given; the batch is
+ * done (open_ready false) when every record is, or one stopped it. */
+static size_t open_deliver(zr_tls_t *tls, uint8_t *out, size_t cap)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_async_t *as = r->as;
+	size_t got = 0;
+	while (as->open_next < as->open_n) {
+		zr_aead_rec_t *rec = &as->open[as->open_next];
+		if (!as->open_taken) {
+			int alert = 0;
+			uint8_t type = 0;
+			size_t len = 0;
+			if (rec->status)
+				alert = rec->status == -EBADMSG ? ZR_TLS_ALERT_BAD_RECORD_MAC :
+								  ZR_TLS_ALERT_INTERNAL_ERROR;
+			else
+				alert = inner_type(rec->out, rec->len, &type, &len);
+			if (!rec->status) {
+				consume_input(tls, ZR_RECORD_HEADER_LEN + rec->len + ZR_AEAD_TAG_LEN);
+				r->rd.seq++;
+			}
+			if (!alert && (r->hs_have || r->hs_left) && type != ZR_TLS_CT_HANDSHAKE)
+				alert = ZR_TLS_ALERT_UNEXPECTED_MESSAGE;
+			if (alert) {
+				as->open_ready = false;
+				alert_why(tls, alert);
+				return got;
+			}
+			if (type != ZR_TLS_CT_APPLICATION_DATA) {
+				as->open_next++;
+				if (control_record(tls, type, rec->out, len)) {
+					as->open_ready = false;
+					return got;
+				}
+				continue;
+			}
+			if (len)
+				r->ku_in_row = 0;
+			as->open_taken = true;
+			as->open_len = len;
+			as->open_off = 0;
+		}
+		size_t take = as->open_len - as->open_off < cap - got ? as->open_len - as->open_off : cap - got;
+		memcpy(out + got, rec->out + as->open_off, take);
+		got += take;
+		as->open_off += take;
+		if (as->open_off < as->open_len)
+			return got; /* the reader's buffer is full */
+		as->open_taken = false;
+		as->open_next++;
+	}
+	as->open_ready = false;
+	return got;
+}
+
+static ssize_t async_read(zr_tls_t *tls, uint8_t *out, size_t cap)
+{
+	zr_record_t *r = &tls->rec;
+	zr_record_async_t *as = r->as;
+	size_t got = 0;
+	if (!as->plain && !(as->plain = malloc(OPEN_PLAIN_MAX)))
+		return read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+	while (got < cap && !r->read_closed && tls->state == ZR_TLS_ESTABLISHED) {
+		if (as->open_ready) {
+			got += open_deliver(tls, out + got, cap - got);
+			continue;
+		}
+		/* The next batch goes to the device; it completes in the loop. */
+		if (!as->open_busy)
+			open_submit(tls);
+		break;
+	}
+	if (got)
+		return (ssize_t)got;
+	if (tls->state == ZR_TLS_FAILED)
+		return tls->fail_rc;
+	return r->read_closed ? 0 : -EAGAIN;
 }
 
 ssize_t zr_record_read(zr_tls_t *tls, void *buf, size_t cap)
 {
 	zr_record_t *r = &tls->rec;
 	uint8_t *out = buf;
+	if (r->as)
+		return async_read(tls, out, cap);
 	if (r->stage_len) {
 		size_t take = r->stage_len < cap ? r->stage_len : cap;
 		memcpy(out, r->stage + r->stage_head, take);

@@ -104,6 +104,10 @@ int zr_record_open1(zr_record_dir_t *d, const uint8_t *rec, size_t rec_len, uint
 
 /* --- the zr_tls_t side (crypto/tls.c) --- */
 
+/* Batches in flight on an asynchronous backend (record.c); NULL on the
+ * others. */
+typedef struct zr_record_async zr_record_async_t;
+
 /* Per-connection record layer state, inside zr_tls_t. */
 typedef struct zr_record {
 	zr_record_dir_t rd, wr;
@@ -135,19 +139,33 @@ typedef struct zr_record {
 	uint8_t ku_in_row;
 	bool ku_answered;
 	bool read_closed, write_closed;
+	zr_record_async_t *as;
 } zr_record_t;
 
 /* Takes the connection over after the handshake: keys from the two traffic
  * secrets (which the caller then wipes). Returns 0 or a negative errno. */
 int zr_record_start(zr_tls_t *tls, const zr_aead_backend_t *b, zr_aead_alg_t alg, const uint8_t *read_secret,
 		    const uint8_t *write_secret) __attribute__((warn_unused_result));
-void zr_record_free(zr_tls_t *tls);
+/* Frees the keys and buffers; on an asynchronous backend first waits for
+ * the connection's batches in flight. Returns false when the device did not
+ * give them back in time: the caller must then leave the output chunks
+ * allocated (the device may still write into them). */
+bool zr_record_free(zr_tls_t *tls);
 /* zr_tls_read / zr_tls_write / zr_tls_close_notify on the own record layer. */
 ssize_t zr_record_read(zr_tls_t *tls, void *buf, size_t cap);
 int zr_record_write(zr_tls_t *tls, const void *data, size_t len) __attribute__((warn_unused_result));
 void zr_record_close_notify(zr_tls_t *tls);
-/* Seals everything written so far (before the output is peeked). */
+/* Seals everything written so far (before the output is peeked); on an
+ * asynchronous backend, submits it. */
 int zr_record_flush(zr_tls_t *tls) __attribute__((warn_unused_result));
+/* Asynchronous backend: the first output byte that is not sealed yet (the
+ * oldest batch in flight), or NULL when everything written is sealed or
+ * the backend is synchronous. Output before it may be sent. */
+const uint8_t *zr_record_out_limit(zr_tls_t *tls);
+/* Asynchronous backends: polls this thread's device and calls the wake
+ * callback of each connection whose batches completed; returns the batches
+ * still in flight on this thread (see zr_tls_crypto_poll). */
+unsigned zr_record_async_poll(void);
 
 /* Tests: our own KeyUpdate after `records` records under one write key
  * (default ZR_RECORD_KEY_UPDATE_DEFAULT). Established own-layer connection. */

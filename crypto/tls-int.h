@@ -51,6 +51,9 @@ struct zr_tls {
 	uint8_t secret_client[ZR_RECORD_SECRET_MAX], secret_server[ZR_RECORD_SECRET_MAX];
 	size_t secret_client_len, secret_server_len;
 	zr_record_t rec;
+	/* zr_tls_set_wake: called when asynchronous record crypto completed */
+	void (*wake)(void *arg);
+	void *wake_arg;
 
 	char alpn[16];
 	char peer_id[ZR_TLS_PEER_ID_MAX + 1];

@@ -23,6 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto/tls-int.h"
+#include "io/log.h"
 
 #define CHUNK_SIZE	ZR_TLS_CHUNK_SIZE
 #define FREE_CHUNKS_MAX 24	    /* a connection at hbone's 1 MiB high-water mark, and some */
@@ -136,6 +137,11 @@ size_t zr_tls_out_peek(zr_tls_t *tls, const void **data)
 		return 0;
 	}
 	*data = c->data + c->head;
+	/* On a device, records still being sealed wait, and all after them. */
+	const uint8_t *limit = tls->own ? zr_record_out_limit(tls) : NULL;
+	uintptr_t lim = (uintptr_t)limit, from = (uintptr_t)(c->data + c->head), to = (uintptr_t)(c->data + c->tail);
+	if (limit && lim >= from && lim <= to)
+		return lim - from;
 	return c->tail - c->head;
 }
 
@@ -571,10 +577,14 @@ void zr_tls_free(zr_tls_t *tls)
 		return;
 	SSL_free(tls->ssl);
 	tls->own = false; /* nothing left to seal: the output goes as it is */
-	zr_record_free(tls);
+	bool released = zr_record_free(tls);
 	OPENSSL_cleanse(tls->secret_client, sizeof(tls->secret_client));
 	OPENSSL_cleanse(tls->secret_server, sizeof(tls->secret_server));
-	zr_tls_out_consume(tls, tls->out_len);
+	if (released)
+		zr_tls_out_consume(tls, tls->out_len);
+	else
+		zr_err("tls", "record crypto device did not complete a connection's records in time: "
+			      "its buffers are left to it");
 	free(tls->in);
 	free(tls->allowed_ids);
 	free(tls);
@@ -647,6 +657,17 @@ static int take_over_records(zr_tls_t *tls)
 	OPENSSL_cleanse(tls->secret_server, sizeof(tls->secret_server));
 	tls->secret_client_len = tls->secret_server_len = 0;
 	return rc;
+}
+
+void zr_tls_set_wake(zr_tls_t *tls, void (*wake)(void *arg), void *arg)
+{
+	tls->wake = wake;
+	tls->wake_arg = arg;
+}
+
+unsigned zr_tls_crypto_poll(void)
+{
+	return zr_record_async_poll();
 }
 
 bool zr_tls_own_records(const zr_tls_t *tls)

@@ -72,6 +72,8 @@ typedef struct zr_tls_peer_policy {
  * Returns NULL (reason in err) on failure. Worker thread. */
 zr_tls_t *zr_tls_new(zr_identity_store_t *st, const char *identity, bool server, const zr_tls_peer_policy_t *policy,
 		     char *err, size_t cap);
+/* Frees the connection; on an asynchronous backend it first waits (at most
+ * 2 s) for its records in flight. */
 void zr_tls_free(zr_tls_t *tls);
 
 /* Received ciphertext: appended to the connection's input. Returns 0 or
@@ -144,6 +146,20 @@ void zr_tls_close_notify(zr_tls_t *tls);
 size_t zr_tls_out_peek(zr_tls_t *tls, const void **data);
 void zr_tls_out_consume(zr_tls_t *tls, size_t len);
 size_t zr_tls_out_pending(const zr_tls_t *tls);
+
+/* Asynchronous record crypto (recordCrypto: dpdk): records are sealed and
+ * opened by a device, and the work completes later. zr_tls_read may then
+ * return -EAGAIN although whole records were fed (they are being opened),
+ * and zr_tls_out_peek offers output only up to the first record still being
+ * sealed. The worker's loop calls zr_tls_crypto_poll on every turn: it polls
+ * the device and calls `wake(arg)` of each connection whose records
+ * completed (from the top of the loop, never inside another zr_tls_* call),
+ * which should read and send again. Returns the batches still in flight on
+ * this thread: while it is not 0, the loop should not sleep. On synchronous
+ * backends nothing is ever in flight and wake is never called. Worker
+ * thread. */
+void zr_tls_set_wake(zr_tls_t *tls, void (*wake)(void *arg), void *arg);
+unsigned zr_tls_crypto_poll(void);
 
 /* Frees the output chunks the calling thread keeps for reuse (up to 24 of
  * 64 KiB) and the record layer's per-thread AEAD state

@@ -19,6 +19,7 @@ enum {
 	ZR_SC_HBONE,
 	ZR_SC_HAPROXY_MTLS,
 	ZR_SC_HBONE_OPENSSL,
+	ZR_SC_HBONE_DPDK,
 	ZR_SC_COUNT
 };
 /* the measured parts of a scenario */

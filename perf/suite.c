@@ -6,11 +6,13 @@
  *   zring-hbone          two zring nodes: SOCKS5 into A -> mTLS HTTP/2 CONNECT -> B
  *   haproxy-mtls         an HAProxy mTLS pair in one process (TLS 1.3, verify both ways)
  *   zring-hbone-openssl  the HBONE pair with `tls.recordLayer: openssl`
+ *   zring-hbone-dpdk     the HBONE pair with `recordCrypto: dpdk` (the
+ *                        crypto_aesni_gcm virtual device without QAT)
  * Each runs stream (throughput), rr (latency at a fixed rate) and crr (new
  * connections) with the same in-process engine the CLI modes use, and
  * samples the proxies' CPU around each measured part only (warm-up runs
  * first, separately). Addresses: workloads 127.0.44.x / 127.0.45.x, zring
- * nodes 127.0.0.70-74, HAProxy frontends 127.0.46.x. */
+ * nodes 127.0.0.70-76, HAProxy frontends 127.0.46.x. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -41,6 +43,10 @@ const zr_suite_def_t zr_suite_defs[ZR_SC_COUNT] = {
 		 false, true, true},
 	[ZR_SC_HBONE_OPENSSL] = {"zring-hbone-openssl", "the zring HBONE pair with OpenSSL's TLS record layer", true,
 				 false, true},
+	[ZR_SC_HBONE_DPDK] = {"zring-hbone-dpdk",
+			      "the zring HBONE pair with record crypto on a DPDK cryptodev (the crypto_aesni_gcm "
+			      "virtual device unless a QAT device is configured)",
+			      true, false, true},
 };
 
 const char *const zr_suite_mode_keys[ZR_PART_COUNT] = {"stream", "rr", "crr"};
@@ -55,6 +61,8 @@ const char *const zr_suite_mode_keys[ZR_PART_COUNT] = {"stream", "rr", "crr"};
 #define NODE_B	      "127.0.0.72"
 #define NODE_A_OSSL   "127.0.0.73"
 #define NODE_B_OSSL   "127.0.0.74"
+#define NODE_A_DPDK   "127.0.0.75"
+#define NODE_B_DPDK   "127.0.0.76"
 #define HAP_PLAIN     "127.0.46.1"
 #define HAP_CLIENT    "127.0.46.2"
 #define HAP_SERVER    "127.0.46.3"
@@ -94,7 +102,8 @@ static void usage(FILE *f)
 			 "  --quick          short runs (2 s each, 0.5 s warm-up): under 2 minutes\n"
 			 "  --duration S     seconds of every measured part (default 10 stream, 10 rr, 5 crr)\n"
 			 "  --scenarios LIST comma-separated subset of: direct, zring, haproxy, zring-hbone,\n"
-			 "                   haproxy-mtls, zring-hbone-openssl (default all)\n"
+			 "                   haproxy-mtls, zring-hbone-openssl,\n"
+			 "                   zring-hbone-dpdk (default all)\n"
 			 "  --rate N         rr requests per second, all connections together (default 1000)\n"
 			 "  --zring PATH     the zring binary (default: next to zring-bench)\n"
 			 "  --haproxy PATH   the haproxy binary (default: from PATH; its scenarios are skipped\n"
@@ -139,7 +148,7 @@ static int parse_scenarios(zr_suite_opts_t *o, const char *list)
 				found = i;
 		if (found < 0)
 			return bad_arg("--scenarios: unknown scenario '%s' (known: direct, zring, haproxy, "
-				       "zring-hbone, haproxy-mtls, zring-hbone-openssl)",
+				       "zring-hbone, haproxy-mtls, zring-hbone-openssl, zring-hbone-dpdk)",
 				       tok);
 		o->want[found] = true;
 		any = true;
@@ -295,6 +304,7 @@ struct node_cfg {
 	const char *identity;	/* NULL: no HBONE */
 	const char *cert, *key; /* of identity */
 	bool openssl_records;
+	bool dpdk;
 };
 
 static void write_workload(FILE *f, const char *sa, const char *ip, const char *protocol, const char *node)
@@ -342,6 +352,8 @@ static int write_zring_config(zr_suite_t *s, const char *path, const struct node
 		fprintf(f, "tls:\n  cipherSuites: [" ZR_SUITE_CIPHER "]\n");
 		if (n->openssl_records)
 			fprintf(f, "  recordLayer: openssl\n");
+		if (n->dpdk)
+			fprintf(f, "  recordCrypto: dpdk\n");
 		fprintf(f, "identity:\n  caCertificates: ");
 		yaml_str(f, s->certs.ca);
 		fprintf(f, "\n  certificates:\n  - identity: %s\n    cert: ", n->identity);
@@ -524,29 +536,33 @@ static int setup(zr_suite_t *s, zr_suite_scenario_t *sc, struct endpoint *ep)
 			goto fail;
 		return 0;
 	case ZR_SC_HBONE:
-	case ZR_SC_HBONE_OPENSSL: {
-		bool ossl = id == ZR_SC_HBONE_OPENSSL;
+	case ZR_SC_HBONE_OPENSSL:
+	case ZR_SC_HBONE_DPDK: {
+		bool ossl = id == ZR_SC_HBONE_OPENSSL, dpdk = id == ZR_SC_HBONE_DPDK;
 		const struct node_cfg b = {.node = "node-b",
-					   .ip = ossl ? NODE_B_OSSL : NODE_B,
+					   .ip = ossl ? NODE_B_OSSL : dpdk ? NODE_B_DPDK : NODE_B,
 					   .identity = SPIFFE_SERVER,
 					   .cert = s->certs.server_cert,
 					   .key = s->certs.server_key,
-					   .openssl_records = ossl};
+					   .openssl_records = ossl,
+					   .dpdk = dpdk};
 		const struct node_cfg a = {.node = "node-a",
-					   .ip = ossl ? NODE_A_OSSL : NODE_A,
+					   .ip = ossl ? NODE_A_OSSL : dpdk ? NODE_A_DPDK : NODE_A,
 					   .identity = SPIFFE_CLIENT,
 					   .cert = s->certs.client_cert,
 					   .key = s->certs.client_key,
-					   .openssl_records = ossl};
+					   .openssl_records = ossl,
+					   .dpdk = dpdk};
 		ep->bind_ip = CLIENT_HBONE;
 		ep->target_ip = SERVER_HBONE;
 		ep->socks5_ip = a.ip;
 		if (start_zring(s, sc, &b, err, sizeof(err)) || start_zring(s, sc, &a, err, sizeof(err))) {
-			/* The OpenSSL record layer is a comparison point that a
-			 * zring build may not offer: its refusal is a skip. */
-			if (ossl) {
-				snprintf(sc->skipped, sizeof(sc->skipped), "zring refused tls.recordLayer: openssl: %s",
-					 err);
+			/* The OpenSSL record layer and a DPDK device are
+			 * comparison points that a zring build or host may not
+			 * offer: a refusal is a skip. */
+			if (ossl || dpdk) {
+				snprintf(sc->skipped, sizeof(sc->skipped), "zring refused %s: %s",
+					 ossl ? "tls.recordLayer: openssl" : "recordCrypto: dpdk", err);
 				return -1;
 			}
 			goto fail;

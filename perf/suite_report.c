@@ -130,6 +130,7 @@ static const struct ratio_def {
 	{"zring-hbone/haproxy-mtls rr p99", ZR_SC_HBONE, ZR_SC_HAPROXY_MTLS, "rr_p99"},
 	{"zring-hbone/haproxy-mtls crr rate", ZR_SC_HBONE, ZR_SC_HAPROXY_MTLS, "crr_rate"},
 	{"zring-hbone/zring-hbone-openssl CPU-s per GB", ZR_SC_HBONE, ZR_SC_HBONE_OPENSSL, "cpu_per_gb"},
+	{"zring-hbone-dpdk/zring-hbone CPU-s per GB", ZR_SC_HBONE_DPDK, ZR_SC_HBONE, "cpu_per_gb"},
 };
 #define N_RATIOS (sizeof(ratio_defs) / sizeof(ratio_defs[0]))
 

@@ -18,6 +18,7 @@
 #include "crypto/tls-int.h"
 #include "io/log.h"
 #include "tap.h"
+#include "tls_poll.h"
 #include "certs_fixture.h"
 #include "raw_tls.h"
 
@@ -100,7 +101,7 @@ static size_t to_raw(zr_tls_t *t, raw_t *r)
 {
 	const void *p;
 	size_t n, moved = 0;
-	while ((n = zr_tls_out_peek(t, &p))) {
+	while ((n = tls_peek(t, &p))) {
 		BIO_write(r->in, p, (int)n);
 		zr_tls_out_consume(t, n);
 		moved += n;
@@ -194,7 +195,7 @@ static bool raw_to_zr(raw_t *r, zr_tls_t *t, size_t total, unsigned seed, bool k
 			cap = cap < total - got ? cap : total - got;
 			if (!cap)
 				break;
-			ssize_t n = zr_tls_read(t, rx + got, cap);
+			ssize_t n = tls_read(t, rx + got, cap);
 			if (n == -EAGAIN)
 				break;
 			if (n <= 0) {
@@ -260,7 +261,7 @@ static void test_suite(zr_identity_store_t *st, const char *bname, const char *s
 		}
 		if (server) {
 			uint8_t buf[64];
-			ssize_t n = zr_tls_read(t, buf, sizeof(buf));
+			ssize_t n = tls_read(t, buf, sizeof(buf));
 			ok(n == 10 && !memcmp(buf, "early bird", 10),
 			   "%s %s %s: data in the same segment as the client's Finished read", bname, suite, role);
 		}
@@ -283,11 +284,11 @@ static void test_suite(zr_identity_store_t *st, const char *bname, const char *s
 		to_raw(t, &r);
 		ok(!SSL_read_ex(r.ssl, buf, sizeof(buf), &n) && SSL_get_error(r.ssl, 0) == SSL_ERROR_ZERO_RETURN,
 		   "%s %s %s: our close_notify: OpenSSL reads end of stream", bname, suite, role);
-		ok(SSL_write_ex(r.ssl, "tail", 4, &n) && to_zr(&r, t, 1000) && zr_tls_read(t, buf, sizeof(buf)) == 4,
+		ok(SSL_write_ex(r.ssl, "tail", 4, &n) && to_zr(&r, t, 1000) && tls_read(t, buf, sizeof(buf)) == 4,
 		   "%s %s %s: OpenSSL still writes to us", bname, suite, role);
 		SSL_shutdown(r.ssl);
 		to_zr(&r, t, 1000);
-		is(zr_tls_read(t, buf, sizeof(buf)), 0, "%s %s %s: OpenSSL's close_notify reads as 0", bname, suite,
+		is(tls_read(t, buf, sizeof(buf)), 0, "%s %s %s: OpenSSL's close_notify reads as 0", bname, suite,
 		   role);
 		zr_tls_free(t);
 		raw_free(&r);
@@ -315,11 +316,11 @@ static void test_failures(zr_identity_store_t *st, const char *bname)
 	size_t n;
 	SSL_write_ex(r.ssl, "tamper me", 9, &n);
 	to_zr(&r, t, 100000); /* the session tickets */
-	zr_tls_read(t, buf, sizeof(buf));
+	tls_read(t, buf, sizeof(buf));
 	SSL_write_ex(r.ssl, "tamper me", 9, &n);
 	int len = BIO_read(r.out, rec, sizeof(rec));
 	rec[len - 3] ^= 0x10;
-	ssize_t got = zr_tls_feed(t, rec, (size_t)len) ? 1 : zr_tls_read(t, buf, sizeof(buf));
+	ssize_t got = zr_tls_feed(t, rec, (size_t)len) ? 1 : tls_read(t, buf, sizeof(buf));
 	ok(got == -EBADMSG && strstr(zr_tls_error(t), "bad record mac"), "%s: flipped bit: -EBADMSG (%s)", bname,
 	   zr_tls_error(t));
 	to_raw(t, &r);
@@ -334,7 +335,7 @@ static void test_failures(zr_identity_store_t *st, const char *bname)
 	t = new_tls(st, false);
 	if (handshake(&r, t, false, false) == 1 && !zr_tls_write(t, "tamper me", 9)) {
 		const void *p;
-		size_t plen = zr_tls_out_peek(t, &p);
+		size_t plen = tls_peek(t, &p);
 		memcpy(rec, p, plen);
 		zr_tls_out_consume(t, plen);
 		rec[7] ^= 0x01;
@@ -343,7 +344,7 @@ static void test_failures(zr_identity_store_t *st, const char *bname)
 		   "%s: OpenSSL refuses our record with a flipped bit", bname);
 		uint8_t out[64];
 		to_zr(&r, t, 100000);
-		got = zr_tls_read(t, out, sizeof(out));
+		got = tls_read(t, out, sizeof(out));
 		ok(got == -ECONNRESET && strstr(zr_tls_error(t), "bad record mac"), "%s: and we read its alert: %s",
 		   bname, zr_tls_error(t));
 	} else {
@@ -359,13 +360,13 @@ static void test_failures(zr_identity_store_t *st, const char *bname)
 	if (handshake(&r, t, false, false) == 1 && !zr_tls_write(t, "truncated", 9)) {
 		SSL_write_ex(r.ssl, "truncated", 9, &n);
 		to_zr(&r, t, 100000); /* the session tickets */
-		zr_tls_read(t, buf, sizeof(buf));
+		tls_read(t, buf, sizeof(buf));
 		SSL_write_ex(r.ssl, "truncated", 9, &n);
 		len = BIO_read(r.out, rec, sizeof(rec));
-		got = len < 2 || zr_tls_feed(t, rec, (size_t)len - 1) ? 1 : zr_tls_read(t, buf, sizeof(buf));
+		got = len < 2 || zr_tls_feed(t, rec, (size_t)len - 1) ? 1 : tls_read(t, buf, sizeof(buf));
 		is(got, -EAGAIN, "%s: OpenSSL's record without its last byte: nothing delivered", bname);
 		const void *p;
-		size_t plen = zr_tls_out_peek(t, &p);
+		size_t plen = tls_peek(t, &p);
 		BIO_write(r.in, p, (int)plen - 4);
 		zr_tls_out_consume(t, plen);
 		BIO_set_mem_eof_return(r.in, 0);

@@ -1,0 +1,42 @@
+/* zr_tls_read and zr_tls_out_peek as a worker's loop sees them. On an
+ * asynchronous record crypto backend (dpdk) records complete only when the
+ * device is polled (zr_tls_crypto_poll): these poll until the connection's
+ * records are back, so that a test reads the same on every backend. On the
+ * others they are the plain calls. Header-only, for the record tests. */
+#ifndef ZR_TESTS_TLS_POLL_H
+#define ZR_TESTS_TLS_POLL_H
+
+#include <errno.h>
+
+#include "crypto/tls-int.h"
+
+/* Polls until nothing is in flight on this thread. */
+static inline void tls_settle(void)
+{
+	while (zr_tls_crypto_poll())
+		;
+}
+
+/* A read that returns -EAGAIN only when the connection really needs more
+ * input: every batch it submits is polled back and the read retried. */
+static inline ssize_t tls_read(zr_tls_t *t, void *buf, size_t cap)
+{
+	for (int i = 0;; i++) {
+		ssize_t r = zr_tls_read(t, buf, cap);
+		if (r != -EAGAIN || !t->rec.as || i == 1000)
+			return r;
+		tls_settle();
+	}
+}
+
+/* The whole first run of output, every record in it sealed. */
+static inline size_t tls_peek(zr_tls_t *t, const void **p)
+{
+	if (t->rec.as) {
+		(void)zr_tls_out_peek(t, p); /* submits what was written */
+		tls_settle();
+	}
+	return zr_tls_out_peek(t, p);
+}
+
+#endif

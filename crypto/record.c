@@ -63,6 +63,10 @@
 /* KeyUpdates in a row without application data between them: more is a
  * flood (OpenSSL's and BoringSSL's limit). */
 #define KEY_UPDATES_MAX 32
+/* Empty application data records and user_canceled warnings in a row: they
+ * carry nothing and change nothing, so a long run of them is a CPU flood
+ * (OpenSSL stops at 32 empty records and 5 warnings). */
+#define EMPTY_RECORDS_MAX 32
 
 /* Asynchronous backends: seal batches in flight per connection, the bytes
  * of plaintext one open batch may produce, and how long a connection waits
@@ -1109,6 +1113,23 @@ static int inner_type_split(const uint8_t *p, size_t inner_len, uint8_t last, ui
 	return inner_type(p, inner_len - 1, type, len);
 }
 
+/* An application data record of len bytes: data ends runs of KeyUpdates
+ * and of empty records; an empty record adds to its run, which past
+ * EMPTY_RECORDS_MAX fails the connection. Returns 1 then, else 0. */
+static int data_record(zr_tls_t *tls, size_t len)
+{
+	zr_record_t *r = &tls->rec;
+	if (len) {
+		r->ku_in_row = 0;
+		r->empty_in_row = 0;
+		return 0;
+	}
+	if (++r->empty_in_row <= EMPTY_RECORDS_MAX)
+		return 0;
+	alert_why(tls, ZR_TLS_ALERT_UNEXPECTED_MESSAGE);
+	return 1;
+}
+
 /* A record that is not application data. Returns 0 to go on with the
  * records after it, or 1 to stop: close_notify came (what follows is
  * ignored, RFC 8446 6.1), the read key changed (the records after it must be
@@ -1127,8 +1148,12 @@ static int control_record(zr_tls_t *tls, uint8_t type, const uint8_t *content, s
 			tls->rec.read_closed = true;
 			return 1;
 		}
-		if (content[1] == ZR_TLS_ALERT_USER_CANCELED)
-			return 0;
+		if (content[1] == ZR_TLS_ALERT_USER_CANCELED) {
+			if (++tls->rec.empty_in_row <= EMPTY_RECORDS_MAX)
+				return 0;
+			alert_why(tls, ZR_TLS_ALERT_UNEXPECTED_MESSAGE);
+			return 1;
+		}
 		zr_tls_set_error(tls, -ECONNRESET, "read: peer sent alert %s (%u)", alert_name(content[1]), content[1]);
 		/* Nothing seals the output once the connection has failed:
 		 * what was written goes sealed (or zeroed), never plain. */
@@ -1236,8 +1261,8 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 				return delivered;
 			continue;
 		}
-		if (len)
-			r->ku_in_row = 0;
+		if (data_record(tls, len))
+			return delivered;
 		if (staged) {
 			size_t take = len < cap ? len : cap;
 			memcpy(out, content, take);
@@ -1348,8 +1373,10 @@ static size_t open_deliver(zr_tls_t *tls, uint8_t *out, size_t cap)
 				}
 				continue;
 			}
-			if (len)
-				r->ku_in_row = 0;
+			if (data_record(tls, len)) {
+				as->open_ready = false;
+				return got;
+			}
 			as->open_taken = true;
 			as->open_len = len;
 			as->open_off = 0;

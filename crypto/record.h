@@ -137,6 +137,7 @@ typedef struct zr_record {
 	 * whether we answered a request and have sent no data since (then
 	 * further requests need no answer: RFC 8446 4.6.3). */
 	uint8_t ku_in_row;
+	uint8_t empty_in_row; /* empty data records and user_canceled alerts since data */
 	bool ku_answered;
 	bool read_closed, write_closed;
 	zr_record_async_t *as;

@@ -791,6 +791,37 @@ static void test_key_update_flood(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 		   zr_tls_error(pr.s));
 	}
 	pair_free(&pr);
+	/* Empty data records and user_canceled warnings carry nothing: 32 in a
+	 * row are accepted, a 33rd is a flood. */
+	if (pair_new(&pr, b, alg)) {
+		for (int round = 0; round < 2; round++) {
+			for (int i = 0; i < 32; i++) {
+				if (i % 4 == 3)
+					inject(pr.c, pr.s, ZR_TLS_CT_ALERT, "\x01\x5a", 2);
+				else
+					inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "", 0);
+			}
+			inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "y", 1);
+		}
+		ssize_t n = read_upto(pr.s, buf, 2);
+		ok(n == 2 && !memcmp(buf, "yy", 2), "%s/%s: 32 empty records and warnings in a row, data, 32 more: read",
+		   b->name, an);
+		for (int i = 0; i < 33; i++)
+			inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "", 0);
+		n = read_upto(pr.s, buf, sizeof(buf));
+		ok(n == -EPROTO && strstr(zr_tls_error(pr.s), "unexpected message"),
+		   "%s/%s: 33 empty records in a row: unexpected_message (%s)", b->name, an, zr_tls_error(pr.s));
+	}
+	pair_free(&pr);
+	if (pair_new(&pr, b, alg)) {
+		for (int i = 0; i < 33; i++)
+			inject(pr.c, pr.s, ZR_TLS_CT_ALERT, "\x01\x5a", 2);
+		ssize_t n = read_upto(pr.s, buf, sizeof(buf));
+		ok(n == -EPROTO && strstr(zr_tls_error(pr.s), "unexpected message"),
+		   "%s/%s: 33 user_canceled warnings in a row: unexpected_message (%s)", b->name, an,
+		   zr_tls_error(pr.s));
+	}
+	pair_free(&pr);
 }
 
 /* The peer's fatal alert fails the connection: what we had written but not

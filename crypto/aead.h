@@ -103,6 +103,16 @@ struct zr_aead_backend {
 	void (*thread_cleanup)(void);
 	/* Short description for logs and /config_dump ("intel-ipsec-mb 1.3, VAES/AVX-512") */
 	const char *(*describe)(void);
+	/* Optional (devices): memory the device can read and write in place
+	 * (DMA-able). Records sealed or opened in place inside it go to the
+	 * device without a copy; elsewhere the backend copies. mem_alloc
+	 * returns NULL when none is left (the caller then uses malloc). Any
+	 * thread. */
+	void *(*mem_alloc)(size_t size);
+	void (*mem_free)(void *p);
+	/* Optional (devices): records this thread submitted so far that the
+	 * device worked on in place, and that had to be copied to it. */
+	void (*counts)(uint64_t *in_place, uint64_t *copied);
 };
 
 /* The backends built into this binary, NULL-terminated. */

@@ -3,11 +3,15 @@
  * intel-ipsec-mb, or crypto_openssl0) does, which is slower than calling
  * those libraries directly and is here to exercise the device path.
  *
- * Limits, by design of this first version:
- *  - Records are copied into mbufs and back out. Device memory must be
- *    reachable by the device (IOVA); the caller's buffers are plain heap
- *    memory. Zero-copy would need the record buffers registered with
- *    rte_extmem_register and DMA-mapped, which the buffer pools do not do.
+ * Records that are sealed or opened in place in memory from mem_alloc
+ * (rte_malloc: what the device can reach by IOVA), their tag right behind,
+ * go to the device as they are: the op's mbuf is attached to the record
+ * (rte_pktmbuf_attach_extbuf), no copy. The record layer's output chunks
+ * and its open buffer come from there on this backend. Anything else (a
+ * record in heap memory, a seal's second run of plaintext, a record across
+ * two memory segments in IOVA-as-PA mode) is copied into the mbuf and back.
+ *
+ * Limits:
  *  - EAL runs with --no-huge --no-shconf -m 256 --no-pci (22.11 refuses
  *    --in-memory with --no-huge, which implies legacy memory). --no-pci
  *    because EAL would otherwise probe every PCI device, NICs included, and
@@ -37,7 +41,9 @@
 #include <rte_dev.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_memory.h>
 #include <rte_version.h>
 
 #include <openssl/crypto.h>
@@ -68,6 +74,8 @@ typedef struct op_priv {
 	uint8_t aad[AAD_MAX];
 	dpdk_batch_t *batch;
 	uint32_t idx;
+	bool in_place; /* the mbuf is the record itself (attached), no copy */
+	struct rte_mbuf_ext_shared_info shinfo;
 } op_priv_t;
 
 #define PRIV_OFFSET (sizeof(struct rte_crypto_op) + sizeof(struct rte_crypto_sym_op))
@@ -89,6 +97,7 @@ typedef struct dpdk_thread {
 	dpdk_batch_t batch[BATCHES];
 	uint16_t free_batch[BATCHES]; /* indexes of the slots not busy */
 	unsigned n_free;
+	uint64_t in_place, copied; /* records submitted each way */
 } dpdk_thread_t;
 
 static __thread dpdk_thread_t *thread_state;
@@ -222,7 +231,7 @@ static int dpdk_setup_once(char *err, size_t cap)
 		snprintf(err, cap, "DPDK device %s could not start: %s", info.driver_name, strerror(-rc));
 		return -ENODEV;
 	}
-	snprintf(description, sizeof(description), "%s, device %s (%s), %u queue pairs, records copied to mbufs",
+	snprintf(description, sizeof(description), "%s, device %s (%s), %u queue pairs, records in place in DPDK memory",
 		 rte_version(), rte_cryptodev_name_get(dev), info.driver_name, nb_qps);
 	return 0;
 }
@@ -315,7 +324,8 @@ static void *session_for(dpdk_key_t *k, bool encrypt, uint16_t aad_len)
 	return s;
 }
 
-/* One dequeued op: its record's outcome, copied back out of the mbuf. */
+/* One dequeued op: its record's outcome, copied back out of the mbuf
+ * unless the device worked on the record in place. */
 static void op_done(struct rte_crypto_op *op)
 {
 	op_priv_t *p = rte_crypto_op_ctod_offset(op, op_priv_t *, PRIV_OFFSET);
@@ -325,22 +335,77 @@ static void op_done(struct rte_crypto_op *op)
 	uint8_t *data = rte_pktmbuf_mtod(m, uint8_t *);
 	size_t len = r->len + r->len2;
 	if (op->status == RTE_CRYPTO_OP_STATUS_SUCCESS) {
-		memcpy(r->out, data, len);
-		if (b->encrypt)
-			memcpy(r->tag, data + len, ZR_AEAD_TAG_LEN);
+		if (!p->in_place) {
+			memcpy(r->out, data, len);
+			if (b->encrypt)
+				memcpy(r->tag, data + len, ZR_AEAD_TAG_LEN);
+		}
 		r->status = 0;
 	} else {
-		/* the device leaves nothing decrypted; wipe what the caller's
-		 * output held anyway so that no record is half-claimed */
+		/* a device may have decrypted before checking the tag: no
+		 * output of a failed record is left to be half-claimed */
 		if (!b->encrypt)
 			OPENSSL_cleanse(r->out, r->len);
 		r->status = op->status == RTE_CRYPTO_OP_STATUS_AUTH_FAILED ? -EBADMSG : -EIO;
 	}
-	if (!b->encrypt || op->status != RTE_CRYPTO_OP_STATUS_SUCCESS)
+	if (!p->in_place && (!b->encrypt || op->status != RTE_CRYPTO_OP_STATUS_SUCCESS))
 		OPENSSL_cleanse(data, len); /* plaintext leaves device memory */
-	rte_pktmbuf_free(m);
+	rte_pktmbuf_free(m); /* detaches an attached record */
 	rte_crypto_op_free(op);
 	b->left--;
+}
+
+static void ext_free_noop(void *addr, void *opaque)
+{
+	(void)addr;
+	(void)opaque;
+}
+
+/* The IOVA of a run of device memory that the device may take as one
+ * segment (inside one memory segment, or IOVA = VA), or RTE_BAD_IOVA. */
+static rte_iova_t run_iova(const uint8_t *p, size_t len)
+{
+	if (rte_eal_iova_mode() == RTE_IOVA_VA)
+		return rte_mem_virt2memseg(p, NULL) ? (rte_iova_t)(uintptr_t)p : RTE_BAD_IOVA;
+	const struct rte_memseg *a = rte_mem_virt2memseg(p, NULL), *z = rte_mem_virt2memseg(p + len - 1, NULL);
+	if (!a || a != z || a->iova == RTE_BAD_IOVA)
+		return RTE_BAD_IOVA;
+	return a->iova + (rte_iova_t)(p - (const uint8_t *)a->addr);
+}
+
+/* A record sealed or opened in place in device memory, its tag right
+ * behind it, goes to the device as it is: the mbuf is attached to it. */
+static bool attach_in_place(struct rte_mbuf *m, op_priv_t *p, zr_aead_rec_t *r)
+{
+	if (r->len2 || r->in != r->out || r->tag != r->out + r->len || r->len + ZR_AEAD_TAG_LEN > UINT16_MAX)
+		return false;
+	rte_iova_t iova = run_iova(r->out, r->len + ZR_AEAD_TAG_LEN);
+	if (iova == RTE_BAD_IOVA)
+		return false;
+	p->shinfo.free_cb = ext_free_noop;
+	p->shinfo.fcb_opaque = NULL;
+	rte_mbuf_ext_refcnt_set(&p->shinfo, 1);
+	rte_pktmbuf_attach_extbuf(m, r->out, iova, (uint16_t)(r->len + ZR_AEAD_TAG_LEN), &p->shinfo);
+	m->data_off = 0;
+	m->data_len = (uint16_t)r->len;
+	m->pkt_len = (uint32_t)r->len;
+	return true;
+}
+
+static void dpdk_counts(uint64_t *in_place, uint64_t *copied)
+{
+	*in_place = thread_state ? thread_state->in_place : 0;
+	*copied = thread_state ? thread_state->copied : 0;
+}
+
+static void *dpdk_mem_alloc(size_t size)
+{
+	return ready ? rte_malloc("zr_records", size, 64) : NULL;
+}
+
+static void dpdk_mem_free(void *p)
+{
+	rte_free(p);
 }
 
 /* Dequeues what the device has finished; calls back completed batches. */
@@ -403,13 +468,26 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		}
 		struct rte_mbuf *m = mbufs[i];
 		size_t len = r->len + r->len2;
-		uint8_t *data = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len + ZR_AEAD_TAG_LEN));
-		memcpy(data, r->in, r->len);
-		if (r->len2)
-			memcpy(data + r->len, r->in2, r->len2);
-		if (!encrypt)
-			memcpy(data + len, r->tag, ZR_AEAD_TAG_LEN);
 		op_priv_t *p = rte_crypto_op_ctod_offset(ops[i], op_priv_t *, PRIV_OFFSET);
+		p->in_place = attach_in_place(m, p, r);
+		if (p->in_place)
+			t->in_place++;
+		else
+			t->copied++;
+		uint8_t *data;
+		rte_iova_t digest_iova;
+		if (p->in_place) {
+			data = r->out;
+			digest_iova = m->buf_iova + len;
+		} else {
+			data = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len + ZR_AEAD_TAG_LEN));
+			memcpy(data, r->in, r->len);
+			if (r->len2)
+				memcpy(data + r->len, r->in2, r->len2);
+			if (!encrypt)
+				memcpy(data + len, r->tag, ZR_AEAD_TAG_LEN);
+			digest_iova = rte_pktmbuf_iova_offset(m, len);
+		}
 		memcpy(p->iv, r->nonce, ZR_AEAD_IV_LEN);
 		memcpy(p->aad, r->aad, r->aad_len);
 		p->batch = b;
@@ -421,7 +499,7 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		s->aead.data.offset = 0;
 		s->aead.data.length = (uint32_t)len;
 		s->aead.digest.data = data + len;
-		s->aead.digest.phys_addr = rte_pktmbuf_iova_offset(m, len);
+		s->aead.digest.phys_addr = digest_iova;
 		s->aead.aad.data = p->aad;
 		s->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(ops[i], PRIV_OFFSET + offsetof(op_priv_t, aad));
 	}
@@ -478,4 +556,7 @@ const zr_aead_backend_t zr_aead_dpdk = {
 	.poll = dpdk_poll,
 	.thread_cleanup = dpdk_thread_cleanup,
 	.describe = dpdk_describe,
+	.mem_alloc = dpdk_mem_alloc,
+	.mem_free = dpdk_mem_free,
+	.counts = dpdk_counts,
 };

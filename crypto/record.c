@@ -27,9 +27,11 @@
  * built and sealed in place in the output as above, without write_direct;
  * up to SEAL_SLOTS batches per connection are in flight and the output is
  * sendable up to the oldest of them (zr_record_out_limit). Received records
- * are opened one batch at a time into the connection's own buffer (`plain`)
- * and handed out from there, since the reader's buffer does not outlive the
- * read. The ciphertext stays in the input until its record is handed out,
+ * are copied, a batch at a time, into the connection's own buffer (`plain`),
+ * opened there in place and handed out from there, since the reader's
+ * buffer does not outlive the read. Output chunks and `plain` come from the
+ * device's memory where it has some (mem_alloc), so it works on them in
+ * place. The ciphertext stays in the input until its record is handed out,
  * so records after a KeyUpdate are opened again under the new key.
  * Completions only mark their batch and queue the connection; the wake
  * callbacks (hbone: read and send) run from zr_record_async_poll at the top
@@ -421,6 +423,7 @@ struct zr_record_async {
 	uint8_t open_type;
 	bool open_busy, open_ready, open_taken;
 	uint8_t *plain; /* OPEN_PLAIN_MAX bytes, on first read */
+	const zr_aead_backend_t *plain_mem; /* whose mem_alloc; NULL: malloc */
 	zr_record_async_t *ready_next;
 	bool queued;
 };
@@ -675,7 +678,10 @@ bool zr_record_free(zr_tls_t *tls)
 		ready_unlink(as);
 		as->tls = NULL;
 		if (released) {
-			free(as->plain);
+			if (as->plain_mem)
+				as->plain_mem->mem_free(as->plain);
+			else
+				free(as->plain);
 			free(as);
 		} else {
 			/* It never answered: its buffers and keys are left to it. */
@@ -1279,10 +1285,11 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 
 /* --- asynchronous backends: opening --- */
 
-/* Submits the complete records at the head of the input (as many as
- * fit OPEN_PLAIN_MAX) to be opened into as->plain. The input keeps them
- * until each is handed out; the backend copies what it reads at submit.
- * Returns true when a batch went to the device. */
+/* Submits the complete records at the head of the input (as many as fit
+ * OPEN_PLAIN_MAX) to be opened in as->plain: each is copied there and
+ * opened in place. The input keeps them until each is handed out (after a
+ * KeyUpdate the rest are opened again). Returns true when a batch went to
+ * the device. */
 static bool open_submit(zr_tls_t *tls)
 {
 	zr_record_t *r = &tls->rec;
@@ -1310,14 +1317,18 @@ static bool open_submit(zr_tls_t *tls)
 				alert_why(tls, alert);
 			break; /* the records before it first */
 		}
-		size_t inner_len = ct_len - ZR_AEAD_TAG_LEN;
-		if (avail < ZR_RECORD_HEADER_LEN + ct_len || pos + inner_len > OPEN_PLAIN_MAX)
+		size_t rec_len = ZR_RECORD_HEADER_LEN + ct_len;
+		if (avail < rec_len || pos + rec_len > OPEN_PLAIN_MAX)
 			break;
-		rec_init(&as->open[n], &r->rd, r->rd.seq + n, src, as->plain + pos, inner_len);
+		/* A copy, opened in place: the device's memory on a device
+		 * that has some, and the input may move meanwhile. */
+		uint8_t *copy = as->plain + pos;
+		memcpy(copy, src, rec_len);
+		rec_init(&as->open[n], &r->rd, r->rd.seq + n, copy, copy + ZR_RECORD_HEADER_LEN, ct_len - ZR_AEAD_TAG_LEN);
 		n++;
-		pos += inner_len;
-		src += ZR_RECORD_HEADER_LEN + ct_len;
-		avail -= ZR_RECORD_HEADER_LEN + ct_len;
+		pos += rec_len;
+		src += rec_len;
+		avail -= rec_len;
 	}
 	if (!n)
 		return false;
@@ -1399,8 +1410,17 @@ static ssize_t async_read(zr_tls_t *tls, uint8_t *out, size_t cap)
 	zr_record_t *r = &tls->rec;
 	zr_record_async_t *as = r->as;
 	size_t got = 0;
-	if (!as->plain && !(as->plain = malloc(OPEN_PLAIN_MAX)))
-		return read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+	if (!as->plain) {
+		const zr_aead_backend_t *b = r->rd.backend;
+		as->plain_mem = b->mem_alloc ? b : NULL;
+		as->plain = as->plain_mem ? b->mem_alloc(OPEN_PLAIN_MAX) : NULL;
+		if (!as->plain) {
+			as->plain_mem = NULL;
+			as->plain = malloc(OPEN_PLAIN_MAX);
+		}
+		if (!as->plain)
+			return read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+	}
 	while (got < cap && !r->read_closed && tls->state == ZR_TLS_ESTABLISHED) {
 		if (as->open_ready) {
 			got += open_deliver(tls, out + got, cap - got);

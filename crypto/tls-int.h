@@ -18,6 +18,7 @@
 struct zr_tls_chunk {
 	struct zr_tls_chunk *next;
 	size_t head, tail; /* sent up to head, written up to tail */
+	const zr_aead_backend_t *mem; /* whose mem_alloc it came from; NULL: malloc */
 	unsigned char data[ZR_TLS_CHUNK_SIZE];
 };
 

@@ -40,49 +40,75 @@ static const zr_aead_backend_t *record_backend;
 static bool record_own, record_chosen, async_mode;
 static pthread_once_t record_once = PTHREAD_ONCE_INIT;
 
-/* Chunks freed by connections of this (worker) thread, for the next one. */
-static __thread struct zr_tls_chunk *free_chunks;
-static __thread unsigned n_free_chunks;
+/* Chunks freed by connections of this (worker) thread, for the next one:
+ * plain heap chunks, and chunks in a record crypto device's memory. */
+static __thread struct zr_tls_chunk *free_chunks[2];
+static __thread unsigned n_free_chunks[2];
 
-static struct zr_tls_chunk *chunk_get(void)
+/* A connection whose records a device seals takes its chunks from the
+ * device's memory, so that they are sealed there in place. */
+static const zr_aead_backend_t *chunk_mem(const zr_tls_t *tls)
 {
-	struct zr_tls_chunk *c = free_chunks;
-	if (c) {
-		free_chunks = c->next;
-		n_free_chunks--;
-	} else if (!(c = malloc(sizeof(*c)))) {
-		return NULL;
+	return tls && tls->own && tls->backend && tls->backend->mem_alloc ? tls->backend : NULL;
+}
+
+static struct zr_tls_chunk *chunk_get(const zr_tls_t *tls)
+{
+	const zr_aead_backend_t *mem = chunk_mem(tls);
+	int kind = mem != NULL;
+	struct zr_tls_chunk *c = free_chunks[kind];
+	if (c && c->mem == mem) {
+		free_chunks[kind] = c->next;
+		n_free_chunks[kind]--;
+	} else {
+		c = mem ? mem->mem_alloc(sizeof(*c)) : NULL;
+		if (!c)
+			mem = NULL;
+		if (!c && !(c = malloc(sizeof(*c))))
+			return NULL;
+		c->mem = mem;
 	}
 	c->next = NULL;
 	c->head = c->tail = 0;
 	return c;
 }
 
+static void chunk_free(struct zr_tls_chunk *c)
+{
+	if (c->mem)
+		c->mem->mem_free(c);
+	else
+		free(c);
+}
+
 static void chunk_put(struct zr_tls_chunk *c)
 {
-	if (n_free_chunks >= FREE_CHUNKS_MAX) {
-		free(c);
+	int kind = c->mem != NULL;
+	if (n_free_chunks[kind] >= FREE_CHUNKS_MAX) {
+		chunk_free(c);
 		return;
 	}
-	c->next = free_chunks;
-	free_chunks = c;
-	n_free_chunks++;
+	c->next = free_chunks[kind];
+	free_chunks[kind] = c;
+	n_free_chunks[kind]++;
 }
 
 void zr_tls_thread_cleanup(void)
 {
-	zr_aead_thread_cleanup(); /* the record layer's per-thread AEAD state */
-	while (free_chunks) {
-		struct zr_tls_chunk *c = free_chunks;
-		free_chunks = c->next;
-		free(c);
+	for (int kind = 0; kind < 2; kind++) {
+		while (free_chunks[kind]) {
+			struct zr_tls_chunk *c = free_chunks[kind];
+			free_chunks[kind] = c->next;
+			chunk_free(c);
+		}
+		n_free_chunks[kind] = 0;
 	}
-	n_free_chunks = 0;
+	zr_aead_thread_cleanup(); /* the record layer's per-thread AEAD state */
 }
 
 static struct zr_tls_chunk *chunk_push(zr_tls_t *tls)
 {
-	struct zr_tls_chunk *c = chunk_get();
+	struct zr_tls_chunk *c = chunk_get(tls);
 	if (!c)
 		return NULL;
 	if (tls->out_last)
@@ -107,7 +133,7 @@ int zr_tls_out_append(zr_tls_t *tls, const void *data, size_t len)
 	while (len) {
 		struct zr_tls_chunk *c = tls->out_last;
 		if (!c || c->tail == CHUNK_SIZE) {
-			if (!(c = chunk_get()))
+			if (!(c = chunk_get(tls)))
 				return -ENOMEM;
 			if (tls->out_last)
 				tls->out_last->next = c;

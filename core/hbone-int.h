@@ -18,6 +18,8 @@
 #define PING_DEAD_NS			(20ull * 1000000000ull)
 #define MAX_FRAME			(256 * 1024)
 #define HBONE_ASYNC_FDS			4 /* fds of one paused async crypto job we wait on */
+#define HBONE_LINGER_NS			(2ull * 1000000000ull) /* close_after_send at most */
+#define ZR_KTLS_BUF			(5 + 16384 + 256) /* one TLS record at most */
 
 /* A one-shot poll on an fd that a paused async handshake job (an OpenSSL
  * provider on a crypto device) waits on. */
@@ -38,6 +40,17 @@ struct zr_h2conn {
 	int fd;
 	bool server, connecting, handshaking, closing, goaway, in_pool;
 	bool recv_armed, send_busy, starved, want_flush;
+	/* Kernel TLS: receiving moves to the kernel once our multishot
+	 * receive has stopped and the input ends on a record boundary; until
+	 * then ktls_op reads the missing bytes of a record into ktls_buf. */
+	bool ktls_rx_pending, ktls_reading;
+	zr_io_op_t ktls_op;
+	uint8_t *ktls_buf;
+	/* Closing once the output has gone (hc_close_after_output): an alert or
+	 * GOAWAY queued behind a send in flight. close_why NULL: orderly. */
+	bool close_after_send;
+	char *close_why;
+	uint64_t close_after_ns;
 	unsigned depth;	   /* nghttp2 calls on the stack */
 	unsigned inflight; /* io operations */
 	zr_tls_t *tls;

@@ -34,6 +34,7 @@
 
 static void hc_maybe_free(zr_h2conn_t *hc);
 static void hc_arm_recv(zr_h2conn_t *hc);
+static void pool_remove(zr_h2conn_t *hc);
 
 /* --- h2conn I/O --- */
 
@@ -45,7 +46,10 @@ static void hc_start_send(zr_h2conn_t *hc)
 	size_t len = zr_tls_out_peek(hc->tls, &p);
 	if (!len)
 		return;
-	if (zr_io_send(hc->w->io, &hc->send_op, hc->fd, p, len) < 0) {
+	/* kernel TLS refuses MSG_WAITALL: short sends are taken as they come */
+	int rc = zr_tls_ktls_tx(hc->tls) ? zr_io_send_some(hc->w->io, &hc->send_op, hc->fd, p, len) :
+					   zr_io_send(hc->w->io, &hc->send_op, hc->fd, p, len);
+	if (rc < 0) {
 		zr_hbone_close_conn(hc, "send");
 		return;
 	}
@@ -69,11 +73,54 @@ static void hc_send_now(zr_h2conn_t *hc)
 			return;
 		zr_tls_out_consume(hc->tls, (size_t)k);
 	}
+	zr_tls_ktls_send_control(hc->tls); /* close_notify on kernel TLS */
+}
+
+/* Closes once what is in flight and what the TLS output holds (an alert, a
+ * GOAWAY, close_notify) have gone out, so that a failure still reaches the
+ * peer behind a send that waits on it; at most HBONE_LINGER_NS. Nothing is
+ * read or written meanwhile. why NULL: an orderly close. */
+static void hc_close_after_output(zr_h2conn_t *hc, const char *why)
+{
+	if (hc->closing || hc->close_after_send)
+		return;
+	if (!hc->send_busy) {
+		hc_send_now(hc);
+		zr_hbone_close_conn(hc, why);
+		return;
+	}
+	hc->close_after_send = true;
+	hc->close_after_ns = zr_now_ns();
+	hc->close_why = why ? strdup(why) : NULL;
+	if (why && !hc->close_why) {
+		zr_hbone_close_conn(hc, why); /* out of memory: at once */
+		return;
+	}
+	pool_remove(hc);
+}
+
+/* A send completed on a connection closing after its output. */
+static void hc_output_gone(zr_h2conn_t *hc)
+{
+	const void *p;
+	if (zr_tls_out_peek(hc->tls, &p)) {
+		hc_start_send(hc);
+		if (hc->send_busy)
+			return;
+	}
+	zr_tls_ktls_send_control(hc->tls); /* an alert on kernel TLS */
+	if (!hc->close_why) {
+		/* orderly: GOAWAY went out; close_notify follows at close */
+		hc->close_after_send = false;
+		zr_hbone_close_conn(hc, NULL);
+		return;
+	}
+	zr_hbone_close_conn(hc, hc->close_why);
 }
 
 void zr_hbone_flush(zr_h2conn_t *hc)
 {
-	if (hc->closing)
+	if (hc->closing || hc->close_after_send)
 		return;
 	if (hc->depth) {
 		hc->want_flush = true;
@@ -110,7 +157,10 @@ static void hc_send_cb(zr_io_op_t *op, int res, unsigned flags)
 		return;
 	}
 	zr_tls_out_consume(hc->tls, (size_t)res);
-	zr_hbone_flush(hc);
+	if (hc->close_after_send)
+		hc_output_gone(hc);
+	else
+		zr_hbone_flush(hc);
 	hc_maybe_free(hc);
 }
 
@@ -131,8 +181,7 @@ static void tls_failed(zr_h2conn_t *hc, int err)
 	zr_warn("hbone", "TLS handshake with %s failed (%s): %s", zr_sockaddr_str(&hc->peer, a),
 		hc->server ? "server" : "client", why);
 	/* Let the alert go out before the socket closes. */
-	hc_send_now(hc);
-	zr_hbone_close_conn(hc, NULL);
+	hc_close_after_output(hc, "handshake failed");
 }
 
 static void hc_process_input(zr_h2conn_t *hc);
@@ -210,9 +259,95 @@ static void hc_cancel_async(zr_h2conn_t *hc)
 			zr_io_cancel(hc->w->io, &hc->async[i].op);
 }
 
+/* --- kernel TLS --- */
+
+static void hc_ktls_rx_step(zr_h2conn_t *hc);
+
+static void hc_ktls_recv_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_h2conn_t *hc = container_of(op, zr_h2conn_t, ktls_op);
+	hc->inflight--;
+	hc->ktls_reading = false;
+	if (hc->closing) {
+		hc_maybe_free(hc);
+		return;
+	}
+	if (res <= 0) {
+		zr_hbone_close_conn(hc, res ? strerror(-res) : NULL);
+		hc_maybe_free(hc);
+		return;
+	}
+	hc->last_rx_ns = zr_now_ns();
+	if (zr_tls_feed(hc->tls, hc->ktls_buf, (size_t)res) < 0) {
+		zr_hbone_close_conn(hc, "out of memory");
+	} else {
+		hc_process_input(hc);
+		if (!hc->closing)
+			hc_ktls_rx_step(hc);
+	}
+	hc_maybe_free(hc);
+}
+
+/* Our multishot receive has stopped: read up to the end of the record
+ * the input ends in, then hand receiving to the kernel and receive again. */
+static void hc_ktls_rx_step(zr_h2conn_t *hc)
+{
+	char a[ZR_ADDR_STRLEN];
+	if (hc->ktls_reading || hc->closing)
+		return;
+	size_t need = zr_tls_ktls_rx_gap(hc->tls);
+	if (need) {
+		if (!hc->ktls_buf && !(hc->ktls_buf = malloc(ZR_KTLS_BUF))) {
+			zr_hbone_close_conn(hc, "out of memory");
+			return;
+		}
+		hc->ktls_op.cb = hc_ktls_recv_cb;
+		if (zr_io_recv_into(hc->w->io, &hc->ktls_op, hc->fd, hc->ktls_buf, need < ZR_KTLS_BUF ? need : ZR_KTLS_BUF,
+				    0) < 0) {
+			zr_hbone_close_conn(hc, "recv");
+			return;
+		}
+		hc->inflight++;
+		hc->ktls_reading = true;
+		return;
+	}
+	hc->ktls_rx_pending = false;
+	free(hc->ktls_buf);
+	hc->ktls_buf = NULL;
+	int rc = zr_tls_ktls_start_rx(hc->tls);
+	if (rc < 0)
+		zr_info("hbone", "connection %s %s: receiving stays on zring's record layer: kernel TLS: %s",
+			hc->server ? "from" : "to", zr_sockaddr_str(&hc->peer, a), strerror(-rc));
+	hc_arm_recv(hc);
+}
+
+/* The handshake is done and recordCrypto is ktls: what the handshake left
+ * to send goes now, then the kernel takes the write key; receiving follows
+ * once our multishot receive has stopped. A connection the kernel does not
+ * take stays on zring's record layer. */
+static void hc_ktls_begin(zr_h2conn_t *hc)
+{
+	char a[ZR_ADDR_STRLEN];
+	int rc = -EBUSY;
+	if (!hc->send_busy) {
+		hc_send_now(hc);
+		rc = zr_tls_ktls_begin(hc->tls, hc->fd);
+	}
+	if (rc < 0) {
+		zr_info("hbone", "connection %s %s stays on zring's record layer: kernel TLS: %s",
+			hc->server ? "from" : "to", zr_sockaddr_str(&hc->peer, a), strerror(-rc));
+		return;
+	}
+	hc->ktls_rx_pending = true;
+	if (hc->recv_armed)
+		zr_io_cancel(hc->w->io, &hc->recv_op); /* hc_recv_cb goes on when it ends */
+}
+
 static void hc_process_input(zr_h2conn_t *hc)
 {
 	zr_worker_t *w = hc->w;
+	if (hc->close_after_send)
+		return;
 	if (hc->handshaking) {
 		/* Input that arrives while a job is paused stays buffered in TLS
 		 * until the device answers. */
@@ -239,6 +374,8 @@ static void hc_process_input(zr_h2conn_t *hc)
 			return;
 		}
 		hc->peer_id = strdup(zr_tls_peer_id(hc->tls));
+		if (zr_tls_ktls_wanted(hc->tls))
+			hc_ktls_begin(hc);
 		if (!hc->peer_id || zr_hbone_start_session(hc) < 0) {
 			zr_hbone_close_conn(hc, "out of memory");
 			return;
@@ -267,8 +404,9 @@ static void hc_process_input(zr_h2conn_t *hc)
 			/* A record that failed to open queued an alert
 			 * (bad_record_mac, ...): let it go out first. */
 			if (n != -ECONNRESET)
-				hc_send_now(hc);
-			zr_hbone_close_conn(hc, zr_tls_error(hc->tls));
+				hc_close_after_output(hc, zr_tls_error(hc->tls));
+			else
+				zr_hbone_close_conn(hc, zr_tls_error(hc->tls));
 			return;
 		}
 		hc->depth++;
@@ -283,8 +421,7 @@ static void hc_process_input(zr_h2conn_t *hc)
 			hc->depth++;
 			nghttp2_session_send(hc->h2);
 			hc->depth--;
-			hc_send_now(hc);
-			zr_hbone_close_conn(hc, NULL);
+			hc_close_after_output(hc, NULL);
 			return;
 		}
 		if (hc->closing)
@@ -325,9 +462,22 @@ static void hc_recv_cb(zr_io_op_t *op, int res, unsigned flags)
 			hc->starved_next = w->h2_starved;
 			w->h2_starved = hc;
 		}
+	} else if (zr_tls_ktls_rx(hc->tls) && !hc->closing && (res == -EBADMSG || res == -EMSGSIZE)) {
+		/* kernel TLS refused a record: the alert goes after our output */
+		zr_tls_ktls_fail(hc->tls, res);
+		hc_close_after_output(hc, zr_tls_error(hc->tls));
+	} else if (res == -EIO && zr_tls_ktls_rx(hc->tls) && !hc->closing) {
+		/* kernel TLS: a record that is not data (alert, ticket) */
+		zr_tls_ktls_recv_control(hc->tls);
+		hc_process_input(hc);
+		if (final && !hc->closing)
+			hc_arm_recv(hc);
 	} else if (res != -ECANCELED) {
 		zr_hbone_close_conn(hc, strerror(-res));
 	}
+	/* the receive cancelled for kernel TLS has ended */
+	if (final && !hc->closing && hc->ktls_rx_pending && !hc->recv_armed && !hc->starved)
+		hc_ktls_rx_step(hc);
 	hc_maybe_free(hc);
 }
 
@@ -347,6 +497,10 @@ static void hc_arm_recv(zr_h2conn_t *hc)
 {
 	if (hc->recv_armed || hc->closing || hc->starved)
 		return;
+	if (hc->ktls_rx_pending) {
+		hc_ktls_rx_step(hc);
+		return;
+	}
 	if (zr_io_recv(hc->w->io, &hc->recv_op, hc->fd) < 0) {
 		zr_hbone_close_conn(hc, "recv");
 		return;
@@ -471,6 +625,8 @@ static void hc_maybe_free(zr_h2conn_t *hc)
 	zr_snapshot_unref(hc->snap);
 	for (size_t i = 0; i < hc->n_allowed; i++)
 		free(hc->allowed[i]);
+	free(hc->close_why);
+	free(hc->ktls_buf);
 	free(hc->identity);
 	free(hc->peer_id);
 	free(hc->pool_key);
@@ -666,9 +822,27 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			hc_maybe_free(hc);
 			continue;
 		}
-		if ((hc->connecting || hc->handshaking) && now - hc->created_ns > HANDSHAKE_TIMEOUT_NS) {
+		if (hc->close_after_send) {
+			if (now - hc->close_after_ns > HBONE_LINGER_NS)
+				zr_hbone_close_conn(hc, hc->close_why ? hc->close_why : "peer did not take our last bytes");
+		} else if ((hc->connecting || hc->handshaking) && now - hc->created_ns > HANDSHAKE_TIMEOUT_NS) {
 			zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_TIMEOUT], 1);
 			zr_hbone_close_conn(hc, "handshake timeout");
+		} else if (hc->h2 && zr_tls_ktls_rekey_due(hc->tls) && (!hc->goaway || hc->n_streams == 0)) {
+			/* The kernel cannot update keys: no new streams here, and
+			 * the connection goes once its streams have. */
+			pool_remove(hc);
+			if (hc->n_streams == 0) {
+				nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
+				zr_hbone_flush(hc);
+				hc_close_after_output(hc, NULL);
+			} else {
+				hc->goaway = true;
+				nghttp2_submit_goaway(hc->h2, NGHTTP2_FLAG_NONE,
+						      nghttp2_session_get_last_proc_stream_id(hc->h2), NGHTTP2_NO_ERROR,
+						      NULL, 0);
+				zr_hbone_flush(hc);
+			}
 		} else if (hc->h2 && hc->ping_sent_ns && now - hc->last_rx_ns > PING_DEAD_NS) {
 			zr_hbone_close_conn(hc, "no answer to PING for 20 s");
 		} else if (hc->h2 && !hc->ping_sent_ns && now - hc->last_rx_ns > PING_IDLE_NS) {
@@ -679,7 +853,7 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			   now - hc->idle_since_ns > hc_cfg(hc)->pool_idle_timeout_ms * 1000000ull) {
 			nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
 			zr_hbone_flush(hc);
-			zr_hbone_close_conn(hc, NULL);
+			hc_close_after_output(hc, NULL);
 		}
 		hc_maybe_free(hc);
 	}

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -195,22 +196,33 @@ static int setup_crypto(const zr_config_t *cfg)
 		zr_err("main", "tls.recordCrypto: %s: %s", record_crypto_names[cfg->tls.record_crypto], why);
 		return -1;
 	}
-	if (!b) {
-		/* ktls: the tls ULP is there, but no record layer hands it keys
-		 * yet; running OpenSSL's layer under its name would mislead. */
-		zr_err("main", "tls.recordCrypto: ktls: the kernel has the tls ULP, but zring does not hand TLS "
-			       "keys to it yet; use auto, ipsec-mb or openssl");
-		return -1;
+	bool ktls = !b;
+	if (ktls) {
+		/* ktls: the tls ULP is there. Connections start on zring's
+		 * record layer (the records between the handshake and the
+		 * hand-off) on the backend auto picks. */
+		if (zr_aead_select(ZR_RECORD_CRYPTO_AUTO, provider, &b, why, sizeof(why)) < 0 || !b) {
+			zr_err("main", "tls.recordCrypto: ktls: %s", why);
+			return -1;
+		}
+		zr_tls_set_ktls(true);
 	}
 	zr_tls_set_record_layer(b, own);
 
 	/* Copies: the config is freed when a reload replaces it. */
 	static char description[256], provider_name[256];
-	snprintf(description, sizeof(description), "%s", b->describe ? b->describe() : b->name);
+	if (ktls) {
+		struct utsname u;
+		snprintf(description, sizeof(description),
+			 "kernel TLS (tls ULP, Linux %s); records before the hand-off: %s (%s)",
+			 uname(&u) == 0 ? u.release : "?", b->name, b->describe ? b->describe() : b->name);
+	} else {
+		snprintf(description, sizeof(description), "%s", b->describe ? b->describe() : b->name);
+	}
 	if (provider)
 		snprintf(provider_name, sizeof(provider_name), "%s", provider);
 	crypto_info = (zr_crypto_info_t){
-		.backend = b->name,
+		.backend = ktls ? "ktls" : b->name,
 		.description = description,
 		.record_layer = own ? "zring" : "openssl",
 		.openssl_provider = provider ? provider_name : NULL,

@@ -184,6 +184,14 @@ int zr_record_dir_update(zr_record_dir_t *d)
 	return rc;
 }
 
+int zr_record_dir_key(const zr_record_dir_t *d, uint8_t *key)
+{
+	if (!d->secret_len)
+		return -EINVAL;
+	return zr_tls13_hkdf_expand_label(zr_record_hash_name(d->alg), d->secret, d->secret_len, "key", NULL, 0, key,
+					  zr_aead_key_len(d->alg));
+}
+
 void zr_record_dir_clear(zr_record_dir_t *d)
 {
 	zr_aead_key_free(d->key);
@@ -760,6 +768,11 @@ static int close_pending(zr_tls_t *tls)
 static int append_control(zr_tls_t *tls, uint8_t type, const uint8_t *data, size_t len)
 {
 	zr_record_t *r = &tls->rec;
+	/* Handed to kernel TLS: our records are the kernel's to write. */
+	if (tls->ktls_on) {
+		r->write_closed = true;
+		return -EOPNOTSUPP;
+	}
 	int rc = close_pending(tls);
 	if (!rc)
 		rc = seal_batch(tls);
@@ -995,6 +1008,11 @@ static int handshake_msgs(zr_tls_t *tls, const uint8_t *p, size_t n, bool *updat
 		if (zr_record_dir_update(&r->rd))
 			return ZR_TLS_ALERT_INTERNAL_ERROR;
 		*updated = true;
+		if (r->hs_body == 1 && tls->ktls_on) {
+			/* our writes are the kernel's now, and it cannot answer */
+			zr_tls_set_error(tls, -EPROTO, "read: peer asked for a KeyUpdate on a kernel TLS connection");
+			return ZR_TLS_ALERT_INTERNAL_ERROR;
+		}
 		if (r->hs_body == 1 && !r->write_closed && !r->ku_answered) {
 			int rc = close_pending(tls);
 			if (!rc)

@@ -82,6 +82,9 @@ int zr_record_dir_init(zr_record_dir_t *d, const zr_aead_backend_t *b, zr_aead_a
 /* KeyUpdate: secret = HKDF-Expand-Label(secret, "traffic upd", "", Hash.len),
  * new key and IV, sequence number back to 0. */
 int zr_record_dir_update(zr_record_dir_t *d) __attribute__((warn_unused_result));
+/* The traffic key of d (zr_aead_key_len bytes) into key, for kernel TLS;
+ * the caller wipes it. Returns 0 or a negative errno. */
+int zr_record_dir_key(const zr_record_dir_t *d, uint8_t *key) __attribute__((warn_unused_result));
 /* Frees the key and wipes the secrets. Safe on a zeroed or cleared d. */
 void zr_record_dir_clear(zr_record_dir_t *d);
 /* The per-record nonce: IV XOR the 64-bit sequence number, big-endian,

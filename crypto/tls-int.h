@@ -52,6 +52,12 @@ struct zr_tls {
 	uint8_t secret_client[ZR_RECORD_SECRET_MAX], secret_server[ZR_RECORD_SECRET_MAX];
 	size_t secret_client_len, secret_server_len;
 	zr_record_t rec;
+	/* Kernel TLS (ktls.c): ktls_on from zr_tls_ktls_begin (the kernel seals
+	 * what we write), ktls_rx once it opens what we read too. */
+	bool ktls_on, ktls_rx, ktls_alert_pending;
+	uint8_t ktls_alert[2]; /* level, description: sent once the output is */
+	int ktls_fd;
+	uint64_t ktls_records; /* records the kernel sealed, at most */
 	/* zr_tls_set_wake: called when asynchronous record crypto completed */
 	void (*wake)(void *arg);
 	void *wake_arg;
@@ -68,6 +74,11 @@ int zr_tls_out_append(zr_tls_t *tls, const void *data, size_t len) __attribute__
 struct zr_tls_chunk *zr_tls_out_room(zr_tls_t *tls, size_t need);
 /* Records the first failure's reason and errno; returns rc. */
 int zr_tls_set_error(zr_tls_t *tls, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ktls.c: zr_tls_read on a connection whose kernel opens the records, and
+ * an alert for zr_tls_ktls_send_control to send. */
+ssize_t zr_ktls_read(zr_tls_t *tls, void *buf, size_t cap);
+void zr_ktls_queue_alert(zr_tls_t *tls, uint8_t level, uint8_t desc);
 
 /* Applies HBONE's TLS settings to a fresh SSL_CTX: TLS 1.3 only, the cipher
  * suites `suites` (OpenSSL's ':' list; NULL = OpenSSL's default), no tickets,

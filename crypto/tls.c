@@ -173,6 +173,9 @@ size_t zr_tls_out_peek(zr_tls_t *tls, const void **data)
 
 void zr_tls_out_consume(zr_tls_t *tls, size_t len)
 {
+	/* each send makes at most this many records in the kernel */
+	if (tls->ktls_on && len)
+		tls->ktls_records += len / ZR_RECORD_PLAIN_MAX + 1;
 	/* Only what was peeked (so sealed) should be consumed; should more go,
 	 * no chunk may be freed under records still waiting to be sealed. */
 	if (tls->own && tls->state == ESTABLISHED && (tls->rec.n_unsealed || tls->rec.pend_hdr) &&
@@ -774,6 +777,8 @@ ssize_t zr_tls_read(zr_tls_t *tls, void *buf, size_t cap)
 		return tls->state == FAILED ? tls->fail_rc : -ENOTCONN;
 	if (!cap)
 		return -EINVAL;
+	if (tls->ktls_rx)
+		return zr_ktls_read(tls, buf, cap);
 	if (tls->own)
 		return zr_record_read(tls, buf, cap);
 	size_t n;
@@ -796,6 +801,8 @@ int zr_tls_write(zr_tls_t *tls, const void *data, size_t len)
 {
 	if (tls->state != ESTABLISHED)
 		return tls->state == FAILED ? tls->fail_rc : -ENOTCONN;
+	if (tls->ktls_on)
+		return tls->rec.write_closed ? -EPIPE : zr_tls_out_append(tls, data, len);
 	if (tls->own)
 		return zr_record_write(tls, data, len);
 	const unsigned char *p = data;
@@ -816,7 +823,9 @@ int zr_tls_write(zr_tls_t *tls, const void *data, size_t len)
 
 void zr_tls_close_notify(zr_tls_t *tls)
 {
-	if (tls->state == ESTABLISHED && tls->own)
+	if (tls->state == ESTABLISHED && tls->ktls_on)
+		zr_ktls_queue_alert(tls, 1, ZR_TLS_ALERT_CLOSE_NOTIFY);
+	else if (tls->state == ESTABLISHED && tls->own)
 		zr_record_close_notify(tls);
 	else if (tls->state == ESTABLISHED)
 		SSL_shutdown(tls->ssl);

@@ -161,6 +161,42 @@ size_t zr_tls_out_pending(const zr_tls_t *tls);
 void zr_tls_set_wake(zr_tls_t *tls, void (*wake)(void *arg), void *arg);
 unsigned zr_tls_crypto_poll(void);
 
+/* Kernel TLS (recordCrypto: ktls). zr_tls_set_ktls(true) (control
+ * thread, before any zr_tls_new) makes established connections on zring's
+ * record layer candidates: the caller (hbone) sends what the handshake left
+ * in the output, then zr_tls_ktls_begin attaches the socket's `tls` ULP and
+ * gives it the write key: from then on zr_tls_write queues plaintext and
+ * the kernel seals it. Receiving moves once the caller has stopped reading
+ * the socket and the input ends on a record boundary (zr_tls_ktls_rx_gap
+ * says how many bytes are missing to one): zr_tls_ktls_start_rx gives the
+ * kernel the read key and sequence number, after which zr_tls_read returns
+ * received bytes as they are. A receive that fails with -EIO is a record
+ * that is not application data: zr_tls_ktls_recv_control takes it (alert,
+ * NewSessionTicket; a KeyUpdate fails the connection: no rekeying).
+ * zr_tls_close_notify then leaves close_notify (and zr_tls_ktls_fail an
+ * alert) for zr_tls_ktls_send_control, which the caller runs once the output
+ * is sent.
+ * Each returns 0 or a negative errno; a failed begin or start_rx leaves the
+ * connection working on zring's record layer (that direction). */
+void zr_tls_set_ktls(bool on);
+bool zr_tls_ktls_wanted(const zr_tls_t *tls);
+int zr_tls_ktls_begin(zr_tls_t *tls, int fd) __attribute__((warn_unused_result));
+size_t zr_tls_ktls_rx_gap(const zr_tls_t *tls);
+int zr_tls_ktls_start_rx(zr_tls_t *tls) __attribute__((warn_unused_result));
+int zr_tls_ktls_recv_control(zr_tls_t *tls);
+/* A receive on a kernel TLS socket failed with err (-EBADMSG: a record
+ * failed to authenticate; -EMSGSIZE: too long; others): the connection
+ * fails and the matching alert waits for zr_tls_ktls_send_control. Returns
+ * the connection's error. */
+int zr_tls_ktls_fail(zr_tls_t *tls, int err);
+void zr_tls_ktls_send_control(zr_tls_t *tls);
+bool zr_tls_ktls_tx(const zr_tls_t *tls);
+bool zr_tls_ktls_rx(const zr_tls_t *tls);
+/* The kernel may have sealed close to the AEAD's record limit under one key
+ * (it cannot update keys): the connection should be closed in an orderly
+ * way and a new one opened. */
+bool zr_tls_ktls_rekey_due(const zr_tls_t *tls);
+
 /* Frees the output chunks the calling thread keeps for reuse (up to 24 of
  * 64 KiB) and the record layer's per-thread AEAD state
  * (zr_aead_thread_cleanup). Call from a worker thread before it exits. */

@@ -59,6 +59,9 @@ struct zr_io_ops {
 	int (*recv_discard)(zr_io_t *io, zr_io_op_t *op, int fd, void *scratch, size_t len);
 	/* Sends all of buf (the backend retries short writes); res = bytes or -errno. */
 	int (*send)(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len);
+	/* One send that may take fewer bytes than len (res = bytes or -errno):
+	 * for sockets that refuse MSG_WAITALL, such as kernel TLS ones. */
+	int (*send_some)(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len);
 	/* Connects with a timeout (0 = none); res 0, -errno, or -ECANCELED on timeout. */
 	int (*connect)(zr_io_t *io, zr_io_op_t *op, int fd, const zr_sockaddr_t *addr, uint64_t timeout_ns);
 	/* One-shot timer: res -ETIME when it fires, -ECANCELED when cancelled. */

@@ -34,6 +34,11 @@ static inline int zr_io_send(zr_io_t *io, zr_io_op_t *op, int fd, const void *bu
 {
 	return ZR_IO_CALL(io, send, op, fd, buf, len);
 }
+
+static inline int zr_io_send_some(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len)
+{
+	return ZR_IO_CALL(io, send_some, op, fd, buf, len);
+}
 static inline int zr_io_connect(zr_io_t *io, zr_io_op_t *op, int fd, const zr_sockaddr_t *addr, uint64_t timeout_ns)
 {
 	return ZR_IO_CALL(io, connect, op, fd, addr, timeout_ns);

@@ -263,6 +263,15 @@ static int uring_send(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size
 	return 0;
 }
 
+static int uring_send_some(zr_io_t *io, zr_io_op_t *op, int fd, const void *buf, size_t len)
+{
+	uring_io_t *u = (uring_io_t *)io;
+	PREP(u, sqe);
+	io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, op);
+	return 0;
+}
+
 static int uring_connect(zr_io_t *io, zr_io_op_t *op, int fd, const zr_sockaddr_t *addr, uint64_t timeout_ns)
 {
 	uring_io_t *u = (uring_io_t *)io;
@@ -408,6 +417,7 @@ const zr_io_ops_t zr_io_uring_ops = {
 	.recv_into = uring_recv_into,
 	.recv_discard = uring_recv_discard,
 	.send = uring_send,
+	.send_some = uring_send_some,
 	.connect = uring_connect,
 	.timeout = uring_timeout,
 	.poll = uring_poll,

@@ -214,6 +214,8 @@ def main(t):
         r, why = tls_attempt(certs, 'client')
         t.is_(r, 'refused', 'raw TLS client: B presents no certificate (handshake fails)')
         t.ok(a.alive() and b.alive(), 'both nodes alive')
+        # the failed connection is released once its last completions are in
+        z.wait_until(lambda: a.metric('zring_hbone_connections') == 0, 3, 0.05)
         t.cmp(a.metric('zring_hbone_connections'), '==', 0, 'A keeps no HBONE connection to B')
         stop(a, b)
 

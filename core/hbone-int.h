@@ -17,9 +17,9 @@
 #define PING_IDLE_NS			(10ull * 1000000000ull)
 #define PING_DEAD_NS			(20ull * 1000000000ull)
 #define MAX_FRAME			(256 * 1024)
-#define HBONE_ASYNC_FDS			4 /* fds of one paused async crypto job we wait on */
+#define HBONE_ASYNC_FDS			4		       /* fds of one paused async crypto job we wait on */
 #define HBONE_LINGER_NS			(2ull * 1000000000ull) /* close_after_send at most */
-#define ZR_KTLS_BUF			(5 + 16384 + 256) /* one TLS record at most */
+#define ZR_KTLS_BUF			(5 + 16384 + 256)      /* one TLS record at most */
 
 /* A one-shot poll on an fd that a paused async handshake job (an OpenSSL
  * provider on a crypto device) waits on. */

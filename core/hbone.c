@@ -302,8 +302,8 @@ static void hc_ktls_rx_step(zr_h2conn_t *hc)
 			return;
 		}
 		hc->ktls_op.cb = hc_ktls_recv_cb;
-		if (zr_io_recv_into(hc->w->io, &hc->ktls_op, hc->fd, hc->ktls_buf, need < ZR_KTLS_BUF ? need : ZR_KTLS_BUF,
-				    0) < 0) {
+		if (zr_io_recv_into(hc->w->io, &hc->ktls_op, hc->fd, hc->ktls_buf,
+				    need < ZR_KTLS_BUF ? need : ZR_KTLS_BUF, 0) < 0) {
 			zr_hbone_close_conn(hc, "recv");
 			return;
 		}
@@ -824,7 +824,8 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 		}
 		if (hc->close_after_send) {
 			if (now - hc->close_after_ns > HBONE_LINGER_NS)
-				zr_hbone_close_conn(hc, hc->close_why ? hc->close_why : "peer did not take our last bytes");
+				zr_hbone_close_conn(hc,
+						    hc->close_why ? hc->close_why : "peer did not take our last bytes");
 		} else if ((hc->connecting || hc->handshaking) && now - hc->created_ns > HANDSHAKE_TIMEOUT_NS) {
 			zr_counter_add(&w->stats.tls_failures[ZR_TLS_FAIL_TIMEOUT], 1);
 			zr_hbone_close_conn(hc, "handshake timeout");

@@ -231,8 +231,9 @@ static int dpdk_setup_once(char *err, size_t cap)
 		snprintf(err, cap, "DPDK device %s could not start: %s", info.driver_name, strerror(-rc));
 		return -ENODEV;
 	}
-	snprintf(description, sizeof(description), "%s, device %s (%s), %u queue pairs, records in place in DPDK memory",
-		 rte_version(), rte_cryptodev_name_get(dev), info.driver_name, nb_qps);
+	snprintf(description, sizeof(description),
+		 "%s, device %s (%s), %u queue pairs, records in place in DPDK memory", rte_version(),
+		 rte_cryptodev_name_get(dev), info.driver_name, nb_qps);
 	return 0;
 }
 
@@ -350,7 +351,7 @@ static void op_done(struct rte_crypto_op *op)
 	}
 	if (!p->in_place && (!b->encrypt || op->status != RTE_CRYPTO_OP_STATUS_SUCCESS))
 		OPENSSL_cleanse(data, len); /* plaintext leaves device memory */
-	rte_pktmbuf_free(m); /* detaches an attached record */
+	rte_pktmbuf_free(m);		    /* detaches an attached record */
 	rte_crypto_op_free(op);
 	b->left--;
 }

@@ -205,8 +205,7 @@ int zr_tls_ktls_start_rx(zr_tls_t *tls)
 	if (tls->state != ZR_TLS_ESTABLISHED)
 		return tls->fail_rc;
 	/* The kernel starts at a record boundary, after everything we read. */
-	if (tls->in_tail != tls->in_head || tls->lent_len || r->stage_len || r->hs_have || r->hs_left ||
-	    r->read_closed)
+	if (tls->in_tail != tls->in_head || tls->lent_len || r->stage_len || r->hs_have || r->hs_left || r->read_closed)
 		return -EBUSY;
 	int rc = set_dir(tls->ktls_fd, TLS_RX, &r->rd);
 	if (!rc)
@@ -216,23 +215,7 @@ int zr_tls_ktls_start_rx(zr_tls_t *tls)
 
 ssize_t zr_ktls_read(zr_tls_t *tls, void *buf, size_t cap)
 {
-	uint8_t *out = buf;
-	size_t got = 0;
-	if (tls->in_tail > tls->in_head) {
-		size_t n = tls->in_tail - tls->in_head < cap ? tls->in_tail - tls->in_head : cap;
-		memcpy(out, tls->in + tls->in_head, n);
-		tls->in_head += n;
-		if (tls->in_head == tls->in_tail)
-			tls->in_head = tls->in_tail = 0;
-		got += n;
-	}
-	if (got < cap && tls->lent_len) {
-		size_t n = tls->lent_len < cap - got ? tls->lent_len : cap - got;
-		memcpy(out + got, tls->lent, n);
-		tls->lent += n;
-		tls->lent_len -= n;
-		got += n;
-	}
+	size_t got = zr_tls_take_input(tls, buf, cap);
 	if (got)
 		return (ssize_t)got;
 	return tls->rec.read_closed ? 0 : -EAGAIN;
@@ -255,7 +238,8 @@ int zr_tls_ktls_recv_control(zr_tls_t *tls)
 	if (n < 0) {
 		int rc = -errno;
 		tls->state = ZR_TLS_FAILED;
-		return zr_tls_set_error(tls, rc == -EBADMSG ? -EBADMSG : -EPROTO, "read: kernel TLS: %s", strerror(-rc));
+		return zr_tls_set_error(tls, rc == -EBADMSG ? -EBADMSG : -EPROTO, "read: kernel TLS: %s",
+					strerror(-rc));
 	}
 	unsigned char type = ZR_TLS_CT_APPLICATION_DATA;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
@@ -280,7 +264,8 @@ int zr_tls_ktls_recv_control(zr_tls_t *tls)
 			return 0;
 		tls->state = ZR_TLS_FAILED;
 		return zr_tls_set_error(tls, -EPROTO, "read: %s on a kernel TLS connection",
-					n >= 1 && data[0] == 24 ? "peer sent a KeyUpdate" : "unexpected handshake message");
+					n >= 1 && data[0] == 24 ? "peer sent a KeyUpdate" :
+								  "unexpected handshake message");
 	default:
 		tls->state = ZR_TLS_FAILED;
 		return zr_tls_set_error(tls, -EPROTO, "read: unexpected record type %u on a kernel TLS connection",

@@ -73,9 +73,9 @@
 /* Asynchronous backends: seal batches in flight per connection, the bytes
  * of plaintext one open batch may produce, and how long a connection waits
  * for the device before it gives up. */
-#define SEAL_SLOTS	4
-#define OPEN_PLAIN_MAX	(64 * 1024)
-#define ASYNC_WAIT_NS	(2ull * 1000000000ull)
+#define SEAL_SLOTS     4
+#define OPEN_PLAIN_MAX (64 * 1024)
+#define ASYNC_WAIT_NS  (2ull * 1000000000ull)
 
 static EVP_KDF *hkdf;
 static pthread_once_t hkdf_once = PTHREAD_ONCE_INIT;
@@ -430,7 +430,7 @@ struct zr_record_async {
 	size_t open_n, open_next, open_off, open_len;
 	uint8_t open_type;
 	bool open_busy, open_ready, open_taken;
-	uint8_t *plain; /* OPEN_PLAIN_MAX bytes, on first read */
+	uint8_t *plain;			    /* OPEN_PLAIN_MAX bytes, on first read */
 	const zr_aead_backend_t *plain_mem; /* whose mem_alloc; NULL: malloc */
 	zr_record_async_t *ready_next;
 	bool queued;
@@ -449,6 +449,18 @@ static uint64_t mono_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* For a loop that polls the device: true once ASYNC_WAIT_NS have passed
+ * since its first turn (the clock is read every 256 turns). */
+static bool waited_too_long(unsigned spin, uint64_t *deadline)
+{
+	if (spin % 256)
+		return false;
+	uint64_t now = mono_ns();
+	if (!*deadline)
+		*deadline = now + ASYNC_WAIT_NS;
+	return now > *deadline;
 }
 
 static void ready_push(zr_record_async_t *as)
@@ -504,8 +516,7 @@ static void open_done(void *arg, zr_aead_rec_t *recs, size_t n)
 
 /* Submits a batch to the device, polling while its queue is full.
  * Returns 0, -ETIMEDOUT, or the backend's error. */
-static int async_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb,
-			void *arg)
+static int async_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, size_t n, zr_aead_done_cb cb, void *arg)
 {
 	const zr_aead_backend_t *b = key->backend;
 	uint64_t deadline = 0;
@@ -521,13 +532,8 @@ static int async_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, s
 		thr.inflight--;
 		if (!b->poll)
 			return rc;
-		if (spin % 256 == 0) {
-			uint64_t now = mono_ns();
-			if (!deadline)
-				deadline = now + ASYNC_WAIT_NS;
-			else if (now > deadline)
-				return -ETIMEDOUT;
-		}
+		if (waited_too_long(spin, &deadline))
+			return -ETIMEDOUT;
 		b->poll();
 	}
 }
@@ -560,13 +566,8 @@ static int async_wait(zr_tls_t *tls, bool (*cond)(const zr_record_async_t *))
 	for (unsigned spin = 0; !cond(as); spin++) {
 		if (!poll)
 			return -ETIMEDOUT;
-		if (spin % 256 == 0) {
-			uint64_t now = mono_ns();
-			if (!deadline)
-				deadline = now + ASYNC_WAIT_NS;
-			else if (now > deadline)
-				return -ETIMEDOUT;
-		}
+		if (waited_too_long(spin, &deadline))
+			return -ETIMEDOUT;
 		poll();
 	}
 	return 0;
@@ -642,8 +643,8 @@ static int seal_submit(zr_tls_t *tls)
 	int rc = async_submit(r->wr.key, true, s->recs, n, seal_done, s);
 	if (rc) {
 		as->seal_count--;
-		return write_fail(tls, rc, rc == -ETIMEDOUT ? "the crypto device did not answer" :
-							       "sealing records failed");
+		return write_fail(tls, rc,
+				  rc == -ETIMEDOUT ? "the crypto device did not answer" : "sealing records failed");
 	}
 	r->wr.seq += n;
 	r->n_unsealed = 0;
@@ -1075,6 +1076,51 @@ static int join_cut_record(zr_tls_t *tls)
 	return 0;
 }
 
+/* A walk over the complete records at the head of the input: the fed
+ * queue, then the lent region (join_cut_record first, so that no record
+ * straddles the two). */
+typedef struct in_walk {
+	const uint8_t *src;
+	size_t avail;
+	bool lent;
+} in_walk_t;
+
+static bool walk_start(zr_tls_t *tls, in_walk_t *w)
+{
+	if (join_cut_record(tls)) {
+		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+		return false;
+	}
+	w->src = tls->in ? tls->in + tls->in_head : NULL;
+	w->avail = tls->in_tail - tls->in_head;
+	w->lent = false;
+	return true;
+}
+
+/* Whether a whole record is at w->src (*ct_len: its length after the
+ * header). A header to refuse ends the walk, and fails the connection when
+ * it is the first record (else the records before it go first). */
+static bool walk_next(zr_tls_t *tls, in_walk_t *w, size_t *ct_len, bool first)
+{
+	if (!w->avail && !w->lent && tls->lent_len) {
+		w->src = tls->lent;
+		w->avail = tls->lent_len;
+		w->lent = true;
+	}
+	if (w->avail < ZR_RECORD_HEADER_LEN)
+		return false;
+	int alert = check_header(w->src, ct_len);
+	if (alert && first)
+		alert_why(tls, alert);
+	return !alert && w->avail >= ZR_RECORD_HEADER_LEN + *ct_len;
+}
+
+static void walk_skip(in_walk_t *w, size_t ct_len)
+{
+	w->src += ZR_RECORD_HEADER_LEN + ct_len;
+	w->avail -= ZR_RECORD_HEADER_LEN + ct_len;
+}
+
 /* zr_aead_open on half a batch. A batch the backend did not take (submit
  * failed: -ENOMEM, -EINVAL, ...) sets no record's status: every record of
  * it is marked failed, never taken as opened. */
@@ -1210,30 +1256,11 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 	size_t n = 0, pos = 0, delivered = 0;
 	bool staged = false;
 	*records = 0;
-	if (join_cut_record(tls)) {
-		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+	in_walk_t wk;
+	size_t ct_len;
+	if (!walk_start(tls, &wk))
 		return 0;
-	}
-	const uint8_t *src = tls->in ? tls->in + tls->in_head : NULL;
-	size_t avail = tls->in_tail - tls->in_head;
-	bool lent = false;
-	while (n < ZR_AEAD_BATCH_MAX) {
-		if (!avail && !lent && tls->lent_len) {
-			src = tls->lent;
-			avail = tls->lent_len;
-			lent = true;
-		}
-		if (avail < ZR_RECORD_HEADER_LEN)
-			break;
-		size_t ct_len;
-		int alert = check_header(src, &ct_len);
-		if (alert) {
-			if (!n)
-				alert_why(tls, alert);
-			break; /* the records before it first */
-		}
-		if (avail < ZR_RECORD_HEADER_LEN + ct_len)
-			break;
+	while (n < ZR_AEAD_BATCH_MAX && walk_next(tls, &wk, &ct_len, n == 0)) {
 		size_t inner_len = ct_len - ZR_AEAD_TAG_LEN;
 		uint8_t *dst = out + pos;
 		if (inner_len < 2 && n) /* a record of < 2 bytes overlaps too much: alone */
@@ -1248,11 +1275,10 @@ static size_t read_batch(zr_tls_t *tls, uint8_t *out, size_t cap, bool stage, si
 			dst = r->stage;
 			staged = true;
 		}
-		rec_init(&recs[n], &r->rd, r->rd.seq + n, src, dst, inner_len);
+		rec_init(&recs[n], &r->rd, r->rd.seq + n, wk.src, dst, inner_len);
 		n++;
 		pos += inner_len ? inner_len - 1 : 0;
-		src += ZR_RECORD_HEADER_LEN + ct_len;
-		avail -= ZR_RECORD_HEADER_LEN + ct_len;
+		walk_skip(&wk, ct_len);
 		if (staged || inner_len < 2)
 			break;
 	}
@@ -1313,40 +1339,23 @@ static bool open_submit(zr_tls_t *tls)
 	zr_record_t *r = &tls->rec;
 	zr_record_async_t *as = r->as;
 	size_t n = 0, pos = 0;
-	if (join_cut_record(tls)) {
-		read_fail(tls, ZR_TLS_ALERT_INTERNAL_ERROR, "out of memory");
+	in_walk_t wk;
+	size_t ct_len;
+	if (!walk_start(tls, &wk))
 		return false;
-	}
-	const uint8_t *src = tls->in ? tls->in + tls->in_head : NULL;
-	size_t avail = tls->in_tail - tls->in_head;
-	bool lent = false;
-	while (n < ZR_AEAD_BATCH_MAX) {
-		if (!avail && !lent && tls->lent_len) {
-			src = tls->lent;
-			avail = tls->lent_len;
-			lent = true;
-		}
-		size_t ct_len;
-		if (avail < ZR_RECORD_HEADER_LEN)
-			break;
-		int alert = check_header(src, &ct_len);
-		if (alert) {
-			if (!n)
-				alert_why(tls, alert);
-			break; /* the records before it first */
-		}
+	while (n < ZR_AEAD_BATCH_MAX && walk_next(tls, &wk, &ct_len, n == 0)) {
 		size_t rec_len = ZR_RECORD_HEADER_LEN + ct_len;
-		if (avail < rec_len || pos + rec_len > OPEN_PLAIN_MAX)
+		if (pos + rec_len > OPEN_PLAIN_MAX)
 			break;
 		/* A copy, opened in place: the device's memory on a device
 		 * that has some, and the input may move meanwhile. */
 		uint8_t *copy = as->plain + pos;
-		memcpy(copy, src, rec_len);
-		rec_init(&as->open[n], &r->rd, r->rd.seq + n, copy, copy + ZR_RECORD_HEADER_LEN, ct_len - ZR_AEAD_TAG_LEN);
+		memcpy(copy, wk.src, rec_len);
+		rec_init(&as->open[n], &r->rd, r->rd.seq + n, copy, copy + ZR_RECORD_HEADER_LEN,
+			 ct_len - ZR_AEAD_TAG_LEN);
 		n++;
 		pos += rec_len;
-		src += rec_len;
-		avail -= rec_len;
+		walk_skip(&wk, ct_len);
 	}
 	if (!n)
 		return false;
@@ -1423,6 +1432,17 @@ static size_t open_deliver(zr_tls_t *tls, uint8_t *out, size_t cap)
 	return got;
 }
 
+/* What a read returns: the bytes it got, else the failure, 0 after
+ * close_notify, or -EAGAIN. */
+static ssize_t read_result(const zr_tls_t *tls, size_t got)
+{
+	if (got)
+		return (ssize_t)got;
+	if (tls->state == ZR_TLS_FAILED)
+		return tls->fail_rc;
+	return tls->rec.read_closed ? 0 : -EAGAIN;
+}
+
 static ssize_t async_read(zr_tls_t *tls, uint8_t *out, size_t cap)
 {
 	zr_record_t *r = &tls->rec;
@@ -1449,11 +1469,7 @@ static ssize_t async_read(zr_tls_t *tls, uint8_t *out, size_t cap)
 			open_submit(tls);
 		break;
 	}
-	if (got)
-		return (ssize_t)got;
-	if (tls->state == ZR_TLS_FAILED)
-		return tls->fail_rc;
-	return r->read_closed ? 0 : -EAGAIN;
+	return read_result(tls, got);
 }
 
 ssize_t zr_record_read(zr_tls_t *tls, void *buf, size_t cap)
@@ -1475,9 +1491,5 @@ ssize_t zr_record_read(zr_tls_t *tls, void *buf, size_t cap)
 		if (!records)
 			break;
 	}
-	if (got)
-		return (ssize_t)got;
-	if (tls->state == ZR_TLS_FAILED)
-		return tls->fail_rc;
-	return r->read_closed ? 0 : -EAGAIN;
+	return read_result(tls, got);
 }

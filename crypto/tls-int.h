@@ -17,7 +17,7 @@
 
 struct zr_tls_chunk {
 	struct zr_tls_chunk *next;
-	size_t head, tail; /* sent up to head, written up to tail */
+	size_t head, tail;	      /* sent up to head, written up to tail */
 	const zr_aead_backend_t *mem; /* whose mem_alloc it came from; NULL: malloc */
 	unsigned char data[ZR_TLS_CHUNK_SIZE];
 };
@@ -74,6 +74,10 @@ int zr_tls_out_append(zr_tls_t *tls, const void *data, size_t len) __attribute__
 struct zr_tls_chunk *zr_tls_out_room(zr_tls_t *tls, size_t need);
 /* Records the first failure's reason and errno; returns rc. */
 int zr_tls_set_error(zr_tls_t *tls, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Copies up to len received bytes out of the input (the fed queue, then the
+ * lent region) and consumes them; returns how many. */
+size_t zr_tls_take_input(zr_tls_t *tls, void *buf, size_t len);
 
 /* ktls.c: zr_tls_read on a connection whose kernel opens the records, and
  * an alert for zr_tls_ktls_send_control to send. */

@@ -245,32 +245,36 @@ int zr_tls_unlend(zr_tls_t *tls)
 
 /* The BIO: both directions of one connection, BIO data = the zr_tls_t.
  * Input is the owned queue first (older bytes), then the lent region. */
-static int bio_read(BIO *b, char *buf, size_t len, size_t *done)
+size_t zr_tls_take_input(zr_tls_t *tls, void *buf, size_t len)
 {
-	zr_tls_t *tls = BIO_get_data(b);
-	size_t avail = tls->in_tail - tls->in_head;
-	BIO_clear_retry_flags(b);
-	if (!avail && !tls->lent_len) {
-		BIO_set_retry_read(b);
-		*done = 0;
-		return 0;
-	}
-	size_t n = 0;
+	uint8_t *out = buf;
+	size_t avail = tls->in_tail - tls->in_head, n = 0;
 	if (avail) {
 		n = avail < len ? avail : len;
-		memcpy(buf, tls->in + tls->in_head, n);
+		memcpy(out, tls->in + tls->in_head, n);
 		tls->in_head += n;
 		if (tls->in_head == tls->in_tail)
 			tls->in_head = tls->in_tail = 0;
 	}
 	if (n < len && tls->lent_len) {
 		size_t m = tls->lent_len < len - n ? tls->lent_len : len - n;
-		memcpy(buf + n, tls->lent, m);
+		memcpy(out + n, tls->lent, m);
 		tls->lent += m;
 		tls->lent_len -= m;
 		n += m;
 	}
-	*done = n;
+	return n;
+}
+
+static int bio_read(BIO *b, char *buf, size_t len, size_t *done)
+{
+	zr_tls_t *tls = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	*done = zr_tls_take_input(tls, buf, len);
+	if (!*done) {
+		BIO_set_retry_read(b);
+		return 0;
+	}
 	return 1;
 }
 

@@ -540,14 +540,18 @@ static int setup(zr_suite_t *s, zr_suite_scenario_t *sc, struct endpoint *ep)
 	case ZR_SC_HBONE_DPDK: {
 		bool ossl = id == ZR_SC_HBONE_OPENSSL, dpdk = id == ZR_SC_HBONE_DPDK;
 		const struct node_cfg b = {.node = "node-b",
-					   .ip = ossl ? NODE_B_OSSL : dpdk ? NODE_B_DPDK : NODE_B,
+					   .ip = ossl ? NODE_B_OSSL :
+						 dpdk ? NODE_B_DPDK :
+							NODE_B,
 					   .identity = SPIFFE_SERVER,
 					   .cert = s->certs.server_cert,
 					   .key = s->certs.server_key,
 					   .openssl_records = ossl,
 					   .dpdk = dpdk};
 		const struct node_cfg a = {.node = "node-a",
-					   .ip = ossl ? NODE_A_OSSL : dpdk ? NODE_A_DPDK : NODE_A,
+					   .ip = ossl ? NODE_A_OSSL :
+						 dpdk ? NODE_A_DPDK :
+							NODE_A,
 					   .identity = SPIFFE_CLIENT,
 					   .cert = s->certs.client_cert,
 					   .key = s->certs.client_key,

@@ -161,8 +161,8 @@ static void test_kernel(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 	bool good = !zr_tls_write(c.k, "before", 6) && send_out(c.k, c.fd[0]) &&
 		    recv_plain(c.u, c.fd[1], got, 6, 65536, &err) == 6;
 	int rc = zr_tls_ktls_begin(c.k, c.fd[0]);
-	ok(good && rc == 0 && zr_tls_ktls_tx(c.k), "%s: write key handed to the kernel after a record of ours (%s)",
-	   an, strerror(-rc));
+	ok(good && rc == 0 && zr_tls_ktls_tx(c.k), "%s: write key handed to the kernel after a record of ours (%s)", an,
+	   strerror(-rc));
 	if (rc) {
 		conn_free(&c);
 		return;
@@ -206,11 +206,10 @@ static void test_kernel(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 	rc = zr_tls_ktls_start_rx(c.k);
 	ok(rc == 0 && zr_tls_ktls_rx(c.k), "%s: read key handed to the kernel (%s)", an, strerror(-rc));
 	have += recv_plain(c.k, c.fd[0], got + have, 20000 - have, 65536, &err);
-	ok(have == 20000 && !memcmp(got, msg, 20000), "%s: the records after it come out of the socket opened (%zu)", an,
-	   have);
+	ok(have == 20000 && !memcmp(got, msg, 20000), "%s: the records after it come out of the socket opened (%zu)",
+	   an, have);
 	good = !zr_tls_write(c.u, msg, sizeof(msg)) && send_out(c.u, c.fd[1]) &&
-	       recv_plain(c.k, c.fd[0], got, sizeof(msg), 65536, &err) == sizeof(msg) &&
-	       !memcmp(got, msg, sizeof(msg));
+	       recv_plain(c.k, c.fd[0], got, sizeof(msg), 65536, &err) == sizeof(msg) && !memcmp(got, msg, sizeof(msg));
 	ok(good, "%s: 300000 bytes from zring's record layer opened by the kernel (%d)", an, err);
 
 	/* close_notify both ways */
@@ -225,8 +224,8 @@ static void test_kernel(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 	zr_tls_close_notify(c.k);
 	zr_tls_ktls_send_control(c.k);
 	r = recv_plain(c.u, c.fd[1], got, 1, 65536, &err);
-	ok(r == 0 && err == 0 && zr_tls_read(c.u, got, 1) == 0, "%s: our close_notify, sent by the kernel, reads as 0 (%s)",
-	   an, zr_tls_error(c.u));
+	ok(r == 0 && err == 0 && zr_tls_read(c.u, got, 1) == 0,
+	   "%s: our close_notify, sent by the kernel, reads as 0 (%s)", an, zr_tls_error(c.u));
 	conn_free(&c);
 }
 
@@ -241,8 +240,8 @@ static void test_kernel_refusals(const zr_aead_backend_t *b)
 			    !zr_tls_ktls_start_rx(c.k);
 		ssize_t n;
 		if (kind == 0)
-			n = zr_record_seal1(&c.u->rec.wr, ZR_TLS_CT_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x00", 5, rec,
-					    sizeof(rec));
+			n = zr_record_seal1(&c.u->rec.wr, ZR_TLS_CT_HANDSHAKE, (const uint8_t *)"\x18\x00\x00\x01\x00",
+					    5, rec, sizeof(rec));
 		else
 			n = zr_record_seal1(&c.u->rec.wr, ZR_TLS_CT_APPLICATION_DATA, (const uint8_t *)"forged", 6, rec,
 					    sizeof(rec));

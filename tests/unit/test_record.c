@@ -257,8 +257,8 @@ static void test_rfc_records(const zr_aead_backend_t *b)
 	   "%s: client writes the RFC's data record", b->name);
 	zr_tls_out_consume(cli, zr_tls_out_pending(cli));
 	zr_tls_close_notify(cli);
-	ok((plen = tls_peek(cli, &p)) && same_hex(p, plen, cli_alert_record),
-	   "%s: and the RFC's close_notify record", b->name);
+	ok((plen = tls_peek(cli, &p)) && same_hex(p, plen, cli_alert_record), "%s: and the RFC's close_notify record",
+	   b->name);
 	is(zr_tls_write(cli, data, 1), -EPIPE, "%s: no writing after close_notify", b->name);
 	zr_tls_free(cli);
 
@@ -760,12 +760,10 @@ static void test_key_update_flood(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 		uint64_t wseq = pr.s->rec.wr.seq;
 		n = good ? tls_read(pr.s, buf, sizeof(buf)) : 0;
 		ok(good && n == -EAGAIN && wseq == 1 && pr.s->rec.wr.seq == 0 && zr_tls_out_pending(pr.s) == one &&
-			   move(pr.s, pr.c, 100000) && tls_read(pr.c, buf, sizeof(buf)) == 4 &&
-			   !memcmp(buf, "data", 4),
+			   move(pr.s, pr.c, 100000) && tls_read(pr.c, buf, sizeof(buf)) == 4 && !memcmp(buf, "data", 4),
 		   "%s/%s: a request after our data is answered again", b->name, an);
 		good = good && !zr_tls_write(pr.s, "more", 4) && move(pr.s, pr.c, 100000);
-		ok(good && tls_read(pr.c, buf, sizeof(buf)) == 4, "%s/%s: and the peer follows our keys", b->name,
-		   an);
+		ok(good && tls_read(pr.c, buf, sizeof(buf)) == 4, "%s/%s: and the peer follows our keys", b->name, an);
 	}
 	pair_free(&pr);
 	if (pair_new(&pr, b, alg)) {
@@ -804,8 +802,8 @@ static void test_key_update_flood(const zr_aead_backend_t *b, zr_aead_alg_t alg)
 			inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "y", 1);
 		}
 		ssize_t n = read_upto(pr.s, buf, 2);
-		ok(n == 2 && !memcmp(buf, "yy", 2), "%s/%s: 32 empty records and warnings in a row, data, 32 more: read",
-		   b->name, an);
+		ok(n == 2 && !memcmp(buf, "yy", 2),
+		   "%s/%s: 32 empty records and warnings in a row, data, 32 more: read", b->name, an);
 		for (int i = 0; i < 33; i++)
 			inject(pr.c, pr.s, ZR_TLS_CT_APPLICATION_DATA, "", 0);
 		n = read_upto(pr.s, buf, sizeof(buf));
@@ -884,8 +882,8 @@ static void test_async(const zr_aead_backend_t *b)
 		left = zr_tls_crypto_poll();
 	size_t after = zr_tls_out_peek(pr.c, &p);
 	ok(!left && wakes_c >= 1 && after > 0 && after == (pending < ZR_TLS_CHUNK_SIZE ? pending : ZR_TLS_CHUNK_SIZE),
-	   "%s: once the device is polled the writer is woken (%d) and its first chunk is sealed (%zu bytes)",
-	   b->name, wakes_c, after);
+	   "%s: once the device is polled the writer is woken (%d) and its first chunk is sealed (%zu bytes)", b->name,
+	   wakes_c, after);
 	size_t moved = move(pr.c, pr.s, 1 << 20);
 	ssize_t n = zr_tls_read(pr.s, got, sizeof(got));
 	ok(moved == pending && n == -EAGAIN && wakes_s == 0,
@@ -907,8 +905,8 @@ static void test_async(const zr_aead_backend_t *b)
 
 	/* Freed with seals and an open in flight: the free waits for them. */
 	good = !zr_tls_write(pr.c, msg, sizeof(msg)) && zr_tls_out_peek(pr.c, &p) == 0;
-	good = good && !zr_tls_write(pr.s, "x", 1) && tls_peek(pr.s, &p) && zr_tls_feed(pr.c, p, 1 + ZR_RECORD_OVERHEAD) == 0 &&
-	       zr_tls_read(pr.c, got, 10) == -EAGAIN;
+	good = good && !zr_tls_write(pr.s, "x", 1) && tls_peek(pr.s, &p) &&
+	       zr_tls_feed(pr.c, p, 1 + ZR_RECORD_OVERHEAD) == 0 && zr_tls_read(pr.c, got, 10) == -EAGAIN;
 	pair_free(&pr);
 	ok(good && zr_tls_crypto_poll() == 0, "%s: connections freed with batches in flight: none left behind",
 	   b->name);

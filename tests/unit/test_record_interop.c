@@ -288,8 +288,7 @@ static void test_suite(zr_identity_store_t *st, const char *bname, const char *s
 		   "%s %s %s: OpenSSL still writes to us", bname, suite, role);
 		SSL_shutdown(r.ssl);
 		to_zr(&r, t, 1000);
-		is(tls_read(t, buf, sizeof(buf)), 0, "%s %s %s: OpenSSL's close_notify reads as 0", bname, suite,
-		   role);
+		is(tls_read(t, buf, sizeof(buf)), 0, "%s %s %s: OpenSSL's close_notify reads as 0", bname, suite, role);
 		zr_tls_free(t);
 		raw_free(&r);
 	}

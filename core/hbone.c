@@ -501,7 +501,8 @@ static void hc_arm_recv(zr_h2conn_t *hc)
 		hc_ktls_rx_step(hc);
 		return;
 	}
-	if (zr_io_recv(hc->w->io, &hc->recv_op, hc->fd) < 0) {
+	/* from the reserve: relays holding every other buffer wait on us */
+	if (zr_io_recv_reserved(hc->w->io, &hc->recv_op, hc->fd) < 0) {
 		zr_hbone_close_conn(hc, "recv");
 		return;
 	}
@@ -511,8 +512,8 @@ static void hc_arm_recv(zr_h2conn_t *hc)
 
 void zr_hbone_feed_starved(zr_worker_t *w)
 {
-	if (w->bufs_in_use + 8 > ZR_BUF_COUNT)
-		return;
+	/* HBONE receives into the reserve and gives each buffer back before
+	 * its callback returns: by the next loop turn the reserve is free. */
 	zr_h2conn_t *list = w->h2_starved;
 	w->h2_starved = NULL;
 	while (list) {

@@ -15,8 +15,12 @@
 #include "io/io-t.h"
 
 /* Receive buffers per worker and per-direction backpressure thresholds. */
-#define ZR_BUF_SIZE	    (32u * 1024u)
-#define ZR_BUF_COUNT	    1024u
+#define ZR_BUF_SIZE  (32u * 1024u)
+#define ZR_BUF_COUNT 1024u
+/* Buffers kept for HBONE connections (io recv_reserved): their reading is what
+ * frees the relays' buffers (WINDOW_UPDATE, the peer's data), so the relays
+ * must not be able to take them all. HBONE gives each back at once. */
+#define ZR_BUF_RESERVE	    64u
 #define ZR_RELAY_HIGH_WATER (256u * 1024u) /* stop reading the source side */
 #define ZR_RELAY_LOW_WATER  (64u * 1024u)  /* resume reading */
 #define ZR_BUF_NONE	    0xffffu

@@ -420,8 +420,11 @@ static void *worker_main(void *arg)
 	if (numa_available() >= 0)
 		numa_set_localalloc();
 
-	zr_io_params_t params = {
-		.entries = 1024, .buf_count = ZR_BUF_COUNT, .buf_size = ZR_BUF_SIZE, .numa_node = w->numa_node};
+	zr_io_params_t params = {.entries = 1024,
+				 .buf_count = ZR_BUF_COUNT,
+				 .buf_size = ZR_BUF_SIZE,
+				 .reserve_count = ZR_BUF_RESERVE,
+				 .numa_node = w->numa_node};
 	int ret = zr_io_uring_ops.setup(&params, &w->io);
 	if (ret < 0) {
 		zr_err("worker", "worker %u: io backend setup failed: %s", w->index, strerror(-ret));

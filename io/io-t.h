@@ -35,7 +35,10 @@ typedef struct zr_io_params {
 	unsigned entries;   /* submission queue size */
 	unsigned buf_count; /* provided receive buffers (power of two, <= 32768) */
 	unsigned buf_size;  /* bytes per receive buffer */
-	int numa_node;	    /* node to place buffers on, -1 = local */
+	/* Provided buffers kept apart for recv_reserved (power of two; 0 =
+	 * none; buf_count + reserve_count <= 65536). */
+	unsigned reserve_count;
+	int numa_node; /* node to place buffers on, -1 = local */
 } zr_io_params_t;
 
 struct zr_io_ops {
@@ -50,6 +53,12 @@ struct zr_io_ops {
 	/* Multishot receive into provided buffers: res = bytes (buffer id in
 	 * flags), 0 = EOF, -ENOBUFS = no free buffer (disarmed), other -errno. */
 	int (*recv)(zr_io_t *io, zr_io_op_t *op, int fd);
+	/* recv from the reserve (params.reserve_count): for connections whose
+	 * reading frees the main pool (HBONE: its WINDOW_UPDATEs let the
+	 * streams that hold main-pool buffers drain), so that they never
+	 * starve when other receives have taken every main-pool buffer.
+	 * -EINVAL without a reserve. */
+	int (*recv_reserved)(zr_io_t *io, zr_io_op_t *op, int fd);
 	/* One receive into the caller's buffer; timeout_ns 0 = none (-ECANCELED
 	 * when the timeout fired). */
 	int (*recv_into)(zr_io_t *io, zr_io_op_t *op, int fd, void *buf, size_t len, uint64_t timeout_ns);
@@ -77,6 +86,8 @@ struct zr_io_ops {
 	/* Provided buffers: address of buffer `bid`, and giving it back. */
 	void *(*buf_addr)(zr_io_t *io, unsigned bid);
 	void (*buf_release)(zr_io_t *io, unsigned bid);
+	/* Whether buffer `bid` is one of the reserve's. */
+	bool (*buf_reserved)(zr_io_t *io, unsigned bid);
 	/* Submits what is queued, waits up to timeout_ns (0 = don't wait) for at
 	 * least one completion, then dispatches all available completions.
 	 * Returns the number dispatched or -errno. */

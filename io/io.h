@@ -22,6 +22,10 @@ static inline int zr_io_recv(zr_io_t *io, zr_io_op_t *op, int fd)
 {
 	return ZR_IO_CALL(io, recv, op, fd);
 }
+static inline int zr_io_recv_reserved(zr_io_t *io, zr_io_op_t *op, int fd)
+{
+	return ZR_IO_CALL(io, recv_reserved, op, fd);
+}
 static inline int zr_io_recv_into(zr_io_t *io, zr_io_op_t *op, int fd, void *buf, size_t len, uint64_t timeout_ns)
 {
 	return ZR_IO_CALL(io, recv_into, op, fd, buf, len, timeout_ns);
@@ -70,6 +74,10 @@ static inline void *zr_io_buf_addr(zr_io_t *io, unsigned bid)
 static inline void zr_io_buf_release(zr_io_t *io, unsigned bid)
 {
 	io->ops->buf_release(io, bid);
+}
+static inline bool zr_io_buf_reserved(zr_io_t *io, unsigned bid)
+{
+	return ZR_IO_CALL(io, buf_reserved, bid);
 }
 static inline int zr_io_run(zr_io_t *io, uint64_t timeout_ns)
 {

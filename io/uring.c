@@ -20,17 +20,25 @@ _Static_assert(ZR_IO_F_BUFFER == IORING_CQE_F_BUFFER, "flag values follow io_uri
 _Static_assert(ZR_IO_F_MORE == IORING_CQE_F_MORE, "flag values follow io_uring");
 _Static_assert(ZR_IO_BUF_SHIFT == IORING_CQE_BUFFER_SHIFT, "flag values follow io_uring");
 
-#define BUF_GROUP 0
+/* Provided buffers: group 0 (ids 0..buf_count-1) for recv, group 1 (ids
+ * buf_count..buf_count+reserve_count-1) for recv_reserved; one address
+ * range for both. */
+#define BUF_GROUPS 2
+
+typedef struct buf_group {
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	unsigned first, count, mask;
+	unsigned returned; /* added to the ring but not yet published */
+} buf_group_t;
 
 typedef struct uring_io {
 	zr_io_t super;
 	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	size_t br_bytes;
+	buf_group_t grp[BUF_GROUPS];
 	unsigned char *bufs;
 	size_t bufs_bytes;
-	unsigned buf_count, buf_size, buf_mask;
-	unsigned bufs_returned; /* added to the ring but not yet published */
+	unsigned buf_size, total_bufs;
 } uring_io_t;
 
 static struct io_uring_sqe *get_sqe(uring_io_t *u)
@@ -132,42 +140,57 @@ static int uring_setup(const zr_io_params_t *params, zr_io_t **out)
 		return ret;
 	}
 
-	u->buf_count = params->buf_count;
 	u->buf_size = params->buf_size;
-	u->buf_mask = (unsigned)io_uring_buf_ring_mask(u->buf_count);
-	u->br_bytes = u->buf_count * sizeof(struct io_uring_buf);
-	u->br = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	u->bufs_bytes = (size_t)u->buf_count * u->buf_size;
+	u->total_bufs = params->buf_count + params->reserve_count;
+	u->bufs_bytes = (size_t)u->total_bufs * u->buf_size;
 	/* Pages are placed on first touch, by this (pinned, NUMA-local) thread or
 	 * the kernel receiving on its behalf. */
 	u->bufs = mmap(NULL, u->bufs_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (u->br == MAP_FAILED || u->bufs == MAP_FAILED) {
+	if (u->bufs == MAP_FAILED) {
+		u->bufs = NULL;
 		ret = -ENOMEM;
 		goto fail;
 	}
-	struct io_uring_buf_reg reg = {
-		.ring_addr = (unsigned long)u->br,
-		.ring_entries = u->buf_count,
-		.bgid = BUF_GROUP,
-	};
-	ret = io_uring_register_buf_ring(&u->ring, &reg, 0);
-	if (ret < 0) {
-		zr_err("io", "io_uring_register_buf_ring: %s", strerror(-ret));
-		goto fail;
+	const unsigned counts[BUF_GROUPS] = {params->buf_count, params->reserve_count};
+	for (unsigned g = 0, first = 0; g < BUF_GROUPS; first += counts[g], g++) {
+		buf_group_t *bg = &u->grp[g];
+		if (!counts[g])
+			continue;
+		bg->first = first;
+		bg->count = counts[g];
+		bg->mask = (unsigned)io_uring_buf_ring_mask(bg->count);
+		bg->br_bytes = bg->count * sizeof(struct io_uring_buf);
+		bg->br = mmap(NULL, bg->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (bg->br == MAP_FAILED) {
+			bg->br = NULL;
+			ret = -ENOMEM;
+			goto fail;
+		}
+		struct io_uring_buf_reg reg = {
+			.ring_addr = (unsigned long)bg->br,
+			.ring_entries = bg->count,
+			.bgid = (unsigned short)g,
+		};
+		ret = io_uring_register_buf_ring(&u->ring, &reg, 0);
+		if (ret < 0) {
+			zr_err("io", "io_uring_register_buf_ring: %s", strerror(-ret));
+			goto fail;
+		}
+		io_uring_buf_ring_init(bg->br);
+		for (unsigned i = 0; i < bg->count; i++)
+			io_uring_buf_ring_add(bg->br, u->bufs + (size_t)(first + i) * u->buf_size, u->buf_size,
+					      (unsigned short)(first + i), (int)bg->mask, (int)i);
+		io_uring_buf_ring_advance(bg->br, (int)bg->count);
 	}
-	io_uring_buf_ring_init(u->br);
-	for (unsigned i = 0; i < u->buf_count; i++)
-		io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->buf_size, u->buf_size, (unsigned short)i,
-				      (int)u->buf_mask, (int)i);
-	io_uring_buf_ring_advance(u->br, (int)u->buf_count);
 	*out = &u->super;
 	return 0;
 fail:
-	if (u->br != MAP_FAILED && u->br)
-		munmap(u->br, u->br_bytes);
-	if (u->bufs != MAP_FAILED && u->bufs)
-		munmap(u->bufs, u->bufs_bytes);
 	io_uring_queue_exit(&u->ring);
+	for (unsigned g = 0; g < BUF_GROUPS; g++)
+		if (u->grp[g].br)
+			munmap(u->grp[g].br, u->grp[g].br_bytes);
+	if (u->bufs)
+		munmap(u->bufs, u->bufs_bytes);
 	free(u);
 	return ret;
 }
@@ -176,7 +199,9 @@ static void uring_destroy(zr_io_t *io)
 {
 	uring_io_t *u = (uring_io_t *)io;
 	io_uring_queue_exit(&u->ring);
-	munmap(u->br, u->br_bytes);
+	for (unsigned g = 0; g < BUF_GROUPS; g++)
+		if (u->grp[g].br)
+			munmap(u->grp[g].br, u->grp[g].br_bytes);
 	munmap(u->bufs, u->bufs_bytes);
 	free(u);
 }
@@ -195,15 +220,26 @@ static int uring_accept(zr_io_t *io, zr_io_op_t *op, int fd)
 	return 0;
 }
 
-static int uring_recv(zr_io_t *io, zr_io_op_t *op, int fd)
+static int recv_group(uring_io_t *u, zr_io_op_t *op, int fd, unsigned g)
 {
-	uring_io_t *u = (uring_io_t *)io;
+	if (!u->grp[g].count)
+		return -EINVAL;
 	PREP(u, sqe);
 	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BUF_GROUP;
+	sqe->buf_group = (unsigned short)g;
 	io_uring_sqe_set_data(sqe, op);
 	return 0;
+}
+
+static int uring_recv(zr_io_t *io, zr_io_op_t *op, int fd)
+{
+	return recv_group((uring_io_t *)io, op, fd, 0);
+}
+
+static int uring_recv_reserved(zr_io_t *io, zr_io_op_t *op, int fd)
+{
+	return recv_group((uring_io_t *)io, op, fd, 1);
 }
 
 static int link_timeout(uring_io_t *u, struct io_uring_sqe *sqe, uint64_t timeout_ns, struct __kernel_timespec *ts)
@@ -352,16 +388,26 @@ static void *uring_buf_addr(zr_io_t *io, unsigned bid)
 static void uring_buf_release(zr_io_t *io, unsigned bid)
 {
 	uring_io_t *u = (uring_io_t *)io;
-	io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size, (unsigned short)bid,
-			      (int)u->buf_mask, (int)u->bufs_returned);
-	u->bufs_returned++;
+	buf_group_t *bg = &u->grp[bid >= u->grp[0].count ? 1 : 0];
+	io_uring_buf_ring_add(bg->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size, (unsigned short)bid,
+			      (int)bg->mask, (int)bg->returned);
+	bg->returned++;
+}
+
+static bool uring_buf_reserved(zr_io_t *io, unsigned bid)
+{
+	uring_io_t *u = (uring_io_t *)io;
+	return bid >= u->grp[0].count;
 }
 
 static void publish_bufs(uring_io_t *u)
 {
-	if (u->bufs_returned) {
-		io_uring_buf_ring_advance(u->br, (int)u->bufs_returned);
-		u->bufs_returned = 0;
+	for (unsigned g = 0; g < BUF_GROUPS; g++) {
+		buf_group_t *bg = &u->grp[g];
+		if (bg->returned) {
+			io_uring_buf_ring_advance(bg->br, (int)bg->returned);
+			bg->returned = 0;
+		}
 	}
 }
 
@@ -414,6 +460,7 @@ const zr_io_ops_t zr_io_uring_ops = {
 	.destroy = uring_destroy,
 	.accept = uring_accept,
 	.recv = uring_recv,
+	.recv_reserved = uring_recv_reserved,
 	.recv_into = uring_recv_into,
 	.recv_discard = uring_recv_discard,
 	.send = uring_send,
@@ -426,5 +473,6 @@ const zr_io_ops_t zr_io_uring_ops = {
 	.cancel_fd = uring_cancel_fd,
 	.buf_addr = uring_buf_addr,
 	.buf_release = uring_buf_release,
+	.buf_reserved = uring_buf_reserved,
 	.run = uring_run,
 };

@@ -109,13 +109,16 @@ static void hc_output_gone(zr_h2conn_t *hc)
 			return;
 	}
 	zr_tls_ktls_send_control(hc->tls); /* an alert on kernel TLS */
-	if (!hc->close_why) {
-		/* orderly: GOAWAY went out; close_notify follows at close */
-		hc->close_after_send = false;
-		zr_hbone_close_conn(hc, NULL);
-		return;
-	}
+	/* close_why NULL: orderly, close_notify follows the GOAWAY */
 	zr_hbone_close_conn(hc, hc->close_why);
+}
+
+/* Ends the session (GOAWAY) and closes once that has gone out. */
+static void hc_terminate(zr_h2conn_t *hc)
+{
+	nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
+	zr_hbone_flush(hc);
+	hc_close_after_output(hc, NULL);
 }
 
 void zr_hbone_flush(zr_h2conn_t *hc)
@@ -835,9 +838,7 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			 * the connection goes once its streams have. */
 			pool_remove(hc);
 			if (hc->n_streams == 0) {
-				nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
-				zr_hbone_flush(hc);
-				hc_close_after_output(hc, NULL);
+				hc_terminate(hc);
 			} else {
 				hc->goaway = true;
 				nghttp2_submit_goaway(hc->h2, NGHTTP2_FLAG_NONE,
@@ -853,9 +854,7 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			zr_hbone_flush(hc);
 		} else if (!hc->server && hc->h2 && hc->n_streams == 0 &&
 			   now - hc->idle_since_ns > hc_cfg(hc)->pool_idle_timeout_ms * 1000000ull) {
-			nghttp2_session_terminate_session(hc->h2, NGHTTP2_NO_ERROR);
-			zr_hbone_flush(hc);
-			hc_close_after_output(hc, NULL);
+			hc_terminate(hc);
 		}
 		hc_maybe_free(hc);
 	}

@@ -471,24 +471,17 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		size_t len = r->len + r->len2;
 		op_priv_t *p = rte_crypto_op_ctod_offset(ops[i], op_priv_t *, PRIV_OFFSET);
 		p->in_place = attach_in_place(m, p, r);
-		if (p->in_place)
-			t->in_place++;
-		else
-			t->copied++;
-		uint8_t *data;
-		rte_iova_t digest_iova;
-		if (p->in_place) {
-			data = r->out;
-			digest_iova = m->buf_iova + len;
-		} else {
-			data = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len + ZR_AEAD_TAG_LEN));
-			memcpy(data, r->in, r->len);
+		t->in_place += p->in_place;
+		t->copied += !p->in_place;
+		if (!p->in_place) {
+			uint8_t *copy = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(len + ZR_AEAD_TAG_LEN));
+			memcpy(copy, r->in, r->len);
 			if (r->len2)
-				memcpy(data + r->len, r->in2, r->len2);
+				memcpy(copy + r->len, r->in2, r->len2);
 			if (!encrypt)
-				memcpy(data + len, r->tag, ZR_AEAD_TAG_LEN);
-			digest_iova = rte_pktmbuf_iova_offset(m, len);
+				memcpy(copy + len, r->tag, ZR_AEAD_TAG_LEN);
 		}
+		uint8_t *data = rte_pktmbuf_mtod(m, uint8_t *);
 		memcpy(p->iv, r->nonce, ZR_AEAD_IV_LEN);
 		memcpy(p->aad, r->aad, r->aad_len);
 		p->batch = b;
@@ -500,7 +493,7 @@ static int dpdk_submit(zr_aead_key_t *key, bool encrypt, zr_aead_rec_t *recs, si
 		s->aead.data.offset = 0;
 		s->aead.data.length = (uint32_t)len;
 		s->aead.digest.data = data + len;
-		s->aead.digest.phys_addr = digest_iova;
+		s->aead.digest.phys_addr = rte_pktmbuf_iova_offset(m, len);
 		s->aead.aad.data = p->aad;
 		s->aead.aad.phys_addr = rte_crypto_op_ctophys_offset(ops[i], PRIV_OFFSET + offsetof(op_priv_t, aad));
 	}

@@ -140,11 +140,11 @@ int zr_tls13_hkdf_expand_label(const char *digest, const uint8_t *secret, size_t
 static int dir_keys(zr_record_dir_t *d)
 {
 	uint8_t key[ZR_AEAD_KEY_MAX];
-	const char *h = zr_record_hash_name(d->alg);
 	zr_aead_key_t *k = NULL;
-	int rc = zr_tls13_hkdf_expand_label(h, d->secret, d->secret_len, "key", NULL, 0, key, zr_aead_key_len(d->alg));
+	int rc = zr_record_dir_key(d, key);
 	if (!rc)
-		rc = zr_tls13_hkdf_expand_label(h, d->secret, d->secret_len, "iv", NULL, 0, d->iv, ZR_AEAD_IV_LEN);
+		rc = zr_tls13_hkdf_expand_label(zr_record_hash_name(d->alg), d->secret, d->secret_len, "iv", NULL, 0,
+						d->iv, ZR_AEAD_IV_LEN);
 	if (!rc)
 		rc = zr_aead_key_new(d->backend, d->alg, key, &k);
 	OPENSSL_cleanse(key, sizeof(key));
@@ -428,7 +428,6 @@ struct zr_record_async {
 	 * length are taken (open_taken) and open_off bytes of it given. */
 	zr_aead_rec_t open[ZR_AEAD_BATCH_MAX];
 	size_t open_n, open_next, open_off, open_len;
-	uint8_t open_type;
 	bool open_busy, open_ready, open_taken;
 	uint8_t *plain;			    /* OPEN_PLAIN_MAX bytes, on first read */
 	const zr_aead_backend_t *plain_mem; /* whose mem_alloc; NULL: malloc */

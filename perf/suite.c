@@ -538,20 +538,20 @@ static int setup(zr_suite_t *s, zr_suite_scenario_t *sc, struct endpoint *ep)
 	case ZR_SC_HBONE:
 	case ZR_SC_HBONE_OPENSSL:
 	case ZR_SC_HBONE_DPDK: {
+		/* node A and node B addresses of each pair */
+		static const char *const ips[][2] = {[ZR_SC_HBONE] = {NODE_A, NODE_B},
+						     [ZR_SC_HBONE_OPENSSL] = {NODE_A_OSSL, NODE_B_OSSL},
+						     [ZR_SC_HBONE_DPDK] = {NODE_A_DPDK, NODE_B_DPDK}};
 		bool ossl = id == ZR_SC_HBONE_OPENSSL, dpdk = id == ZR_SC_HBONE_DPDK;
 		const struct node_cfg b = {.node = "node-b",
-					   .ip = ossl ? NODE_B_OSSL :
-						 dpdk ? NODE_B_DPDK :
-							NODE_B,
+					   .ip = ips[id][1],
 					   .identity = SPIFFE_SERVER,
 					   .cert = s->certs.server_cert,
 					   .key = s->certs.server_key,
 					   .openssl_records = ossl,
 					   .dpdk = dpdk};
 		const struct node_cfg a = {.node = "node-a",
-					   .ip = ossl ? NODE_A_OSSL :
-						 dpdk ? NODE_A_DPDK :
-							NODE_A,
+					   .ip = ips[id][0],
 					   .identity = SPIFFE_CLIENT,
 					   .cert = s->certs.client_cert,
 					   .key = s->certs.client_key,

@@ -370,21 +370,7 @@ static bool bulk(zr_tls_t *a, zr_tls_t *b, size_t total, unsigned seed)
 		}
 		if (sent == total || rand() % 4 == 0)
 			move(a, b, (size_t)rand() % 20000 + 1);
-		for (;;) {
-			size_t cap = rand() % 2 ? (size_t)rand() % 100 + 1 : (size_t)rand() % 100000 + 1;
-			cap = cap < total - got ? cap : total - got;
-			if (!cap)
-				break;
-			ssize_t r = tls_read(b, rx + got, cap);
-			if (r == -EAGAIN)
-				break;
-			if (r <= 0) {
-				diag("bulk read: %zd %s", r, zr_tls_error(b));
-				good = false;
-				break;
-			}
-			got += (size_t)r;
-		}
+		good = good && tls_read_random(b, rx, &got, total);
 	}
 	good = good && got == total && !memcmp(tx, rx, total);
 	free(tx);

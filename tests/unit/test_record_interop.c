@@ -190,21 +190,7 @@ static bool raw_to_zr(raw_t *r, zr_tls_t *t, size_t total, unsigned seed, bool k
 		}
 		if (sent == total || rand() % 3 == 0)
 			to_zr(r, t, (size_t)rand() % 30000 + 1);
-		for (;;) {
-			size_t cap = rand() % 2 ? (size_t)rand() % 100 + 1 : (size_t)rand() % 100000 + 1;
-			cap = cap < total - got ? cap : total - got;
-			if (!cap)
-				break;
-			ssize_t n = tls_read(t, rx + got, cap);
-			if (n == -EAGAIN)
-				break;
-			if (n <= 0) {
-				diag("zr read: %zd %s", n, zr_tls_error(t));
-				good = false;
-				break;
-			}
-			got += (size_t)n;
-		}
+		good = good && tls_read_random(t, rx, &got, total);
 		if (sent == total && got < total && !BIO_ctrl_pending(r->out))
 			good = false;
 	}

@@ -7,6 +7,7 @@
 #define ZR_TESTS_TLS_POLL_H
 
 #include <errno.h>
+#include <stdlib.h>
 
 #include "crypto/tls-int.h"
 
@@ -26,6 +27,26 @@ static inline ssize_t tls_read(zr_tls_t *t, void *buf, size_t cap)
 		if (r != -EAGAIN || !t->rec.as || i == 1000)
 			return r;
 		tls_settle();
+	}
+}
+
+/* Reads what t gives now into rx[*got..total), in pieces of random sizes
+ * (some smaller than a record: staging). False when a read fails. */
+static inline bool tls_read_random(zr_tls_t *t, uint8_t *rx, size_t *got, size_t total)
+{
+	for (;;) {
+		size_t cap = rand() % 2 ? (size_t)rand() % 100 + 1 : (size_t)rand() % 100000 + 1;
+		cap = cap < total - *got ? cap : total - *got;
+		if (!cap)
+			return true;
+		ssize_t r = tls_read(t, rx + *got, cap);
+		if (r == -EAGAIN)
+			return true;
+		if (r <= 0) {
+			diag("read: %zd %s", r, zr_tls_error(t));
+			return false;
+		}
+		*got += (size_t)r;
 	}
 }
 

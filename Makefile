@@ -1,6 +1,6 @@
 # Thin wrapper over meson/ninja and the scripts in deploy/ and perf/.
 #
-#   make test        install missing deps, build, run every meson test suite
+#   make test        install missing deps, check the test tools, build, run every meson test suite
 #   make test-asan   the unit + integration suites under ASan/UBSan (build-asan/)
 #   make demo        run a zring node and push traffic through it
 #   make bench       direct vs zring vs HAProxy throughput and CPU per GB
@@ -41,18 +41,22 @@ define meson_setup
 	fi
 endef
 
-.PHONY: all deps build test build-asan test-asan demo bench clean format format-check
+.PHONY: all deps check-tools build test build-asan test-asan demo bench clean format format-check
 
 all: build
 
 deps:
 	@bash deploy/install-deps.sh
 
+# Every program and module the tests use, by Debian package (cheap; no build).
+check-tools: deps
+	@bash deploy/check-tools.sh
+
 build: deps
 	$(call meson_setup,$(BUILDDIR),)
 	$(NINJA) -C $(BUILDDIR)
 
-test: build
+test: check-tools build
 	$(MESON) test -C $(BUILDDIR) --print-errorlogs $(TEST_ARGS)
 
 build-asan: deps

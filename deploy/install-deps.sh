@@ -47,7 +47,7 @@ test_pkgs=(iptables iproute2 python3 python3-h2 python3-grpcio python3-yaml prom
 	clang openssl procps)
 # User-Mode Linux (6.1, with the tls module): the kernel TLS tests run in it
 # where the host kernel has no tls ULP (tests/uml/run.sh).
-[ "$arch" = amd64 ] && test_pkgs+=(user-mode-linux)
+[ "$arch" = amd64 ] && test_pkgs+=(user-mode-linux kmod)
 
 dpdk_pkgs=(libdpdk-dev)
 [ "$arch" = amd64 ] && dpdk_pkgs+=(librte-crypto-ipsec-mb23)

@@ -7,7 +7,9 @@
 #
 # usage: tests/uml/run.sh [-m MEM] COMMAND [ARG...]    (run from anywhere)
 # Exit: the command's status; 77 when linux.uml or its tls module is missing
-# (ZRTEST_MESON=1: a TAP skip-all on stdout and 0 instead, for meson).
+# (ZRTEST_MESON=1: a TAP skip-all on stdout and 0 instead, for meson); 1, with
+# the module and insmod's error on stderr, when a module the tests need does
+# not load inside UML (the command is then not run).
 set -eu
 
 mem=1G
@@ -31,6 +33,19 @@ uml=$(command -v linux.uml || true)
 tlsko=$(ls /usr/lib/uml/modules/*/kernel/net/tls/tls.ko 2>/dev/null | head -n 1)
 [ -n "$tlsko" ] || skip "user-mode-linux has no tls module"
 mods=${tlsko%/net/tls/tls.ko}
+# The guest runs the host's insmod (hostfs root): without it no module loads
+# and every kernel TLS test would fail for a reason that has nothing to do
+# with zring. That is a broken install, not a skip.
+# UML_INSMOD replaces it (tests/uml/test_modfail.sh checks the failure report).
+insmod=${UML_INSMOD:-}
+for p in /usr/sbin/insmod /sbin/insmod; do
+	[ -n "$insmod" ] && break
+	[ -x "$p" ] && { insmod=$p; break; }
+done
+if [ -z "$insmod" ]; then
+	echo "run.sh: insmod not found, so UML cannot load the tls module (apt-get install kmod)" >&2
+	exit 1
+fi
 # The AEADs kernel TLS asks the crypto API for, then the ULP (insmod: the
 # guest has no modules.dep of its own; built-in ones just fail to load).
 modules=""
@@ -59,9 +74,19 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t tmpfs tmpfs /dev/shm
 ip link set lo up
-for m in $modules; do insmod \$m 2>/dev/null; done
-sh $dir/cmd > $dir/out 2>&1
-echo \$? > $dir/rc
+# A module already there (EEXIST) is fine; any other refusal stops the run.
+for m in $modules; do
+	if ! $insmod \$m 2>$dir/insmod.err && ! grep -q 'File exists' $dir/insmod.err; then
+		echo "\${m#$mods/}: \$(cat $dir/insmod.err)" >> $dir/modfail
+	fi
+done
+grep -q '^tls ' /proc/modules || echo "tls: not in /proc/modules after loading" >> $dir/modfail
+if [ -s $dir/modfail ]; then
+	echo 1 > $dir/rc
+else
+	sh $dir/cmd > $dir/out 2>&1
+	echo \$? > $dir/rc
+fi
 echo o > /proc/sysrq-trigger
 INIT
 chmod +x "$dir/init"
@@ -70,6 +95,11 @@ chmod +x "$dir/init"
 if [ ! -f "$dir/rc" ]; then
 	echo "run.sh: the UML kernel did not run the command; its console:" >&2
 	tail -n 30 "$dir/console" >&2
+	exit 1
+fi
+if [ -s "$dir/modfail" ]; then
+	echo "run.sh: a kernel module the tests need did not load inside UML; the command was not run:" >&2
+	sed 's/^/run.sh:   /' "$dir/modfail" >&2
 	exit 1
 fi
 cat "$dir/out"

@@ -6,26 +6,31 @@
 
 #include "core/authz.h"
 
-/* SPEC's plain form of ztunnel's StringMatch (ctl/policy.c writes it):
- * "*" Presence, "*suffix" Suffix, "prefix*" Prefix, anything else Exact. */
-static bool string_matches(const char *pattern, const char *s)
+/* ztunnel's StringMatch::matches. The kind was fixed when the policy was
+ * read; the value is literal ('*' is a character like any other). */
+static bool string_matches(const zr_string_match_t *m, const char *s)
 {
-	size_t plen = strlen(pattern), slen = strlen(s);
-	if (plen == 1 && pattern[0] == '*')
-		return slen > 0; /* Presence: an empty value is absent */
-	if (plen && pattern[0] == '*')
-		return slen >= plen - 1 && !memcmp(s + slen - (plen - 1), pattern + 1, plen - 1);
-	if (plen && pattern[plen - 1] == '*')
-		return slen >= plen - 1 && !memcmp(s, pattern, plen - 1);
-	return !strcmp(pattern, s);
+	size_t slen = strlen(s);
+	switch (m->kind) {
+	case ZR_STRING_EXACT:
+		return slen == m->len && !memcmp(s, m->value, slen);
+	case ZR_STRING_PREFIX:
+		return slen >= m->len && !memcmp(s, m->value, m->len);
+	case ZR_STRING_SUFFIX:
+		return slen >= m->len && !memcmp(s + slen - m->len, m->value, m->len);
+	case ZR_STRING_PRESENCE:
+		return slen > 0; /* an empty value is absent */
+	}
+	return false;
 }
 
-/* The principal as ztunnel sees it after stripping "spiffe://": with no
- * identity there is nothing to strip and matches_principal() fails for every
- * kind, Presence and Exact("") included. */
-static bool principal_matches(const char *pattern, const zr_authz_request_t *req)
+/* matches_principal(): the peer's identity without "spiffe://" (as the
+ * request carries it; a Prefix or Suffix applies to that form). With no
+ * identity there is nothing to strip and it fails for every kind, Presence
+ * and Exact("") included. */
+static bool principal_matches(const zr_string_match_t *m, const zr_authz_request_t *req)
 {
-	return req->src_principal && string_matches(pattern, req->src_principal);
+	return req->src_principal && string_matches(m, req->src_principal);
 }
 
 /* ztunnel matches namespaces against the identity's namespace, "" when the
@@ -63,21 +68,19 @@ static bool port_list_matches(const uint16_t *ports, size_t n, uint16_t port)
 	return false;
 }
 
-enum str_kind {
-	STR_PRINCIPAL,
-	STR_NAMESPACE,
-	STR_SERVICE_ACCOUNT
-};
-
-static bool str_list_matches(char *const *list, size_t n, enum str_kind kind, const zr_authz_request_t *req)
+static bool string_list_matches(const zr_string_match_t *list, size_t n, bool principal, const zr_authz_request_t *req)
 {
-	for (size_t i = 0; i < n; i++) {
-		bool m = kind == STR_PRINCIPAL ? principal_matches(list[i], req) :
-			 kind == STR_NAMESPACE ? string_matches(list[i], src_namespace(req)) :
-						 service_account_matches(list[i], req);
-		if (m)
+	for (size_t i = 0; i < n; i++)
+		if (principal ? principal_matches(&list[i], req) : string_matches(&list[i], src_namespace(req)))
 			return true;
-	}
+	return false;
+}
+
+static bool sa_list_matches(char *const *list, size_t n, const zr_authz_request_t *req)
+{
+	for (size_t i = 0; i < n; i++)
+		if (service_account_matches(list[i], req))
+			return true;
 	return false;
 }
 
@@ -109,17 +112,13 @@ static bool match_matches(const zr_policy_match_t *m, const zr_authz_request_t *
 		       port_list_matches(m->destination_ports, m->n_destination_ports, req->dst_port),
 		       m->n_not_destination_ports,
 		       port_list_matches(m->not_destination_ports, m->n_not_destination_ports, req->dst_port)) &&
-	       LIST_OK(m->n_service_accounts,
-		       str_list_matches(m->service_accounts, m->n_service_accounts, STR_SERVICE_ACCOUNT, req),
+	       LIST_OK(m->n_service_accounts, sa_list_matches(m->service_accounts, m->n_service_accounts, req),
 		       m->n_not_service_accounts,
-		       str_list_matches(m->not_service_accounts, m->n_not_service_accounts, STR_SERVICE_ACCOUNT,
-					req)) &&
-	       LIST_OK(m->n_principals, str_list_matches(m->principals, m->n_principals, STR_PRINCIPAL, req),
-		       m->n_not_principals,
-		       str_list_matches(m->not_principals, m->n_not_principals, STR_PRINCIPAL, req)) &&
-	       LIST_OK(m->n_namespaces, str_list_matches(m->namespaces, m->n_namespaces, STR_NAMESPACE, req),
-		       m->n_not_namespaces,
-		       str_list_matches(m->not_namespaces, m->n_not_namespaces, STR_NAMESPACE, req));
+		       sa_list_matches(m->not_service_accounts, m->n_not_service_accounts, req)) &&
+	       LIST_OK(m->n_principals, string_list_matches(m->principals, m->n_principals, true, req),
+		       m->n_not_principals, string_list_matches(m->not_principals, m->n_not_principals, true, req)) &&
+	       LIST_OK(m->n_namespaces, string_list_matches(m->namespaces, m->n_namespaces, false, req),
+		       m->n_not_namespaces, string_list_matches(m->not_namespaces, m->n_not_namespaces, false, req));
 }
 
 static bool policy_matches(const zr_policy_t *pol, const zr_authz_request_t *req)

@@ -106,11 +106,27 @@ typedef struct zr_cidr {
 	uint8_t prefix_len;
 } zr_cidr_t;
 
+/* ztunnel's StringMatch. The kind is decided once, when the policy is read
+ * (a tagged value keeps its tag's kind, a plain string gets the CRD shorthand
+ * of SPEC "Local state"); `value` is then literal: a '*' in it is just a
+ * character. */
+typedef enum zr_string_match_kind {
+	ZR_STRING_EXACT = 0,
+	ZR_STRING_PREFIX,
+	ZR_STRING_SUFFIX,
+	ZR_STRING_PRESENCE, /* any non-empty value */
+} zr_string_match_kind_t;
+
+typedef struct zr_string_match {
+	zr_string_match_kind_t kind;
+	char *value; /* never NULL ("" for Presence) */
+	size_t len;
+} zr_string_match_t;
+
 /* One match: each list is OR'd inside; set lists are AND'd with each other.
- * Strings use SPEC's convention ("exact", "prefix*", "*suffix", "*");
- * service accounts are "namespace/serviceAccount". */
+ * Service accounts are "namespace/serviceAccount", compared exactly. */
 typedef struct zr_policy_match {
-	char **namespaces, **not_namespaces, **principals, **not_principals;
+	zr_string_match_t *namespaces, *not_namespaces, *principals, *not_principals;
 	char **service_accounts, **not_service_accounts;
 	size_t n_namespaces, n_not_namespaces, n_principals, n_not_principals;
 	size_t n_service_accounts, n_not_service_accounts;

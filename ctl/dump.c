@@ -3,6 +3,7 @@
  * the control thread, off the data path. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -164,14 +165,55 @@ static void dump_service(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t
 	zr_strbuf_puts(o, "]}");
 }
 
+/* ztunnel's serde_json of StringMatch: {"Exact":"x"}, {"Presence":[]}. */
+static void string_match_array(zr_strbuf_t *o, const zr_string_match_t *a, size_t n)
+{
+	static const char *const kinds[] = {"Exact", "Prefix", "Suffix", "Presence"};
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++) {
+		const char *kind = (unsigned)a[i].kind < 4 ? kinds[a[i].kind] : "Unknown";
+		zr_strbuf_puts(o, i ? ",{\"" : "{\"");
+		zr_strbuf_puts(o, kind);
+		zr_strbuf_puts(o, "\":");
+		if (a[i].kind == ZR_STRING_PRESENCE)
+			zr_strbuf_puts(o, "[]");
+		else
+			zr_strbuf_json_str(o, a[i].value);
+		zr_strbuf_puts(o, "}");
+	}
+	zr_strbuf_puts(o, "]");
+}
+
+/* ztunnel's ServiceAccountMatch: {"namespace":..., "serviceAccount":...}. */
+static void sa_array(zr_strbuf_t *o, char *const *a, size_t n)
+{
+	zr_strbuf_puts(o, "[");
+	for (size_t i = 0; i < n; i++) {
+		const char *slash = strchr(a[i], '/');
+		char *ns = strndup(a[i], slash ? (size_t)(slash - a[i]) : 0);
+		zr_strbuf_puts(o, i ? ",{\"namespace\":" : "{\"namespace\":");
+		zr_strbuf_json_str(o, ns ? ns : "");
+		free(ns);
+		zr_strbuf_puts(o, ",\"serviceAccount\":");
+		zr_strbuf_json_str(o, slash ? slash + 1 : a[i]);
+		zr_strbuf_puts(o, "}");
+	}
+	zr_strbuf_puts(o, "]");
+}
+
 static void dump_match(zr_strbuf_t *o, const zr_policy_match_t *m)
 {
 	bool first = true;
 	zr_strbuf_puts(o, "{");
-#define STRS(name, field)                             \
-	if (m->n_##field) {                           \
-		key(o, &first, name);                 \
-		str_array(o, m->field, m->n_##field); \
+#define STRS(name, field)                                      \
+	if (m->n_##field) {                                    \
+		key(o, &first, name);                          \
+		string_match_array(o, m->field, m->n_##field); \
+	}
+#define SAS(name, field)                             \
+	if (m->n_##field) {                          \
+		key(o, &first, name);                \
+		sa_array(o, m->field, m->n_##field); \
 	}
 #define CIDRS(name, field)                             \
 	if (m->n_##field) {                            \
@@ -187,8 +229,8 @@ static void dump_match(zr_strbuf_t *o, const zr_policy_match_t *m)
 	STRS("notNamespaces", not_namespaces)
 	STRS("principals", principals)
 	STRS("notPrincipals", not_principals)
-	STRS("serviceAccounts", service_accounts)
-	STRS("notServiceAccounts", not_service_accounts)
+	SAS("serviceAccounts", service_accounts)
+	SAS("notServiceAccounts", not_service_accounts)
 	CIDRS("sourceIps", source_ips)
 	CIDRS("notSourceIps", not_source_ips)
 	CIDRS("destinationIps", destination_ips)
@@ -196,6 +238,7 @@ static void dump_match(zr_strbuf_t *o, const zr_policy_match_t *m)
 	PORTS("destinationPorts", destination_ports)
 	PORTS("notDestinationPorts", not_destination_ports)
 #undef STRS
+#undef SAS
 #undef CIDRS
 #undef PORTS
 	zr_strbuf_puts(o, "}");

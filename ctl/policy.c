@@ -1,57 +1,155 @@
 /* Authorization policies in ztunnel's serde form (src/rbac.rs
- * Authorization / RbacMatch). String matches are stored in SPEC's plain
- * convention: "exact", "prefix*", "*suffix", "*" (presence); ztunnel's
- * StringMatch enum (serde_yaml writes `!Exact x`, and also reads
- * `{Exact: x}`) is converted to it. Service accounts are stored as
- * "namespace/serviceAccount". */
+ * Authorization / RbacMatch). A string match keeps its kind explicitly
+ * (zr_string_match_t): ztunnel's StringMatch enum, which serde_yaml writes
+ * `!Exact x` and also reads as `{Exact: x}`, is literal; only a plain string
+ * gets the AuthorizationPolicy CRD's shorthand (SPEC "Local state"). Service
+ * accounts are stored as "namespace/serviceAccount". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctl/config-int.h"
 
-static int string_match(zr_yaml_walk_t *w, yaml_node_t *n, char **out)
-{
-	const char *kind = NULL;
-	yaml_node_t *val = n;
-	const char *tag = n ? (const char *)n->tag : NULL;
+#define WANT_MATCH "want a string, {Exact|Prefix|Suffix: string}, {Presence: []} or !Exact|!Prefix|!Suffix string"
 
-	if (n && n->type == YAML_MAPPING_NODE) {
-		if (zr_yaml_len(n) != 1)
-			return zr_yaml_fail(w, n, "expected a string or one of Exact, Prefix, Suffix, Presence");
-		yaml_node_t *k = zr_yaml_node(w, n->data.mapping.pairs.start[0].key);
-		if (!k || k->type != YAML_SCALAR_NODE)
-			return zr_yaml_fail(w, n, "expected a string or one of Exact, Prefix, Suffix, Presence");
-		kind = (const char *)k->data.scalar.value;
-		val = zr_yaml_node(w, n->data.mapping.pairs.start[0].value);
-	} else if (tag && tag[0] == '!' && tag[1]) {
-		kind = tag + 1; /* serde_yaml's own form: a local tag per variant */
+/* serde_yaml's tag for an enum variant ("!Exact"): a local tag, not the
+ * non-specific "!" alone. */
+static const char *local_tag(const yaml_node_t *n)
+{
+	const char *tag = n ? (const char *)n->tag : NULL;
+	return tag && tag[0] == '!' && tag[1] ? tag : NULL;
+}
+
+/* A tag that is neither absent, the default of its node kind, "!" nor a
+ * local one ("!!int 5", "!!binary ..."): not a string, whatever its text. */
+static bool foreign_tag(const yaml_node_t *n)
+{
+	const char *tag = (const char *)n->tag;
+	if (!tag || local_tag(n) || !strcmp(tag, "!"))
+		return false;
+	const char *def = n->type == YAML_MAPPING_NODE	? YAML_MAP_TAG :
+			  n->type == YAML_SEQUENCE_NODE ? YAML_SEQ_TAG :
+							  YAML_STR_TAG;
+	return strcmp(tag, def) != 0;
+}
+
+/* Nothing written: null, "", ~, an empty list or map (Presence's value). */
+static bool no_value(const yaml_node_t *n)
+{
+	if (!n)
+		return true;
+	if (n->type == YAML_SCALAR_NODE) {
+		const char *v = (const char *)n->data.scalar.value;
+		return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		       (!*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL"));
 	}
-	if (!kind)
-		return zr_yaml_str(w, n, out);
-	if (!strcmp(kind, "Presence")) {
-		free(*out);
-		*out = strdup("*");
-		return *out ? 0 : zr_yaml_fail(w, n, "out of memory");
+	return zr_yaml_len(n) == 0;
+}
+
+static int set_match(zr_yaml_walk_t *w, yaml_node_t *n, zr_string_match_t *out, zr_string_match_kind_t kind,
+		     const char *s, size_t len)
+{
+	char *v = strndup(s, len);
+	if (!v)
+		return zr_yaml_fail(w, n, "out of memory");
+	free(out->value);
+	*out = (zr_string_match_t){.kind = kind, .value = v, .len = len};
+	return 0;
+}
+
+/* The CRD's rules for a plain string (istio's StringMatcherWithPrefix):
+ * "*" presence, "*x" suffix, "x*" prefix, anything else exact. */
+static int plain_match(zr_yaml_walk_t *w, yaml_node_t *n, zr_string_match_t *out)
+{
+	if (zr_yaml_is_null(n))
+		return zr_yaml_fail(w, n, "expected a string, got null (" WANT_MATCH ")");
+	if (n->type != YAML_SCALAR_NODE)
+		return zr_yaml_fail(w, n, "expected a string, got %s (" WANT_MATCH ")", zr_yaml_kind(n));
+	const char *s = zr_yaml_text(w, n);
+	if (!s)
+		return -1;
+	size_t len = strlen(s);
+	if (len == 1 && s[0] == '*')
+		return set_match(w, n, out, ZR_STRING_PRESENCE, "", 0);
+	if (len && s[0] == '*')
+		return set_match(w, n, out, ZR_STRING_SUFFIX, s + 1, len - 1);
+	if (len && s[len - 1] == '*')
+		return set_match(w, n, out, ZR_STRING_PREFIX, s, len - 1);
+	return set_match(w, n, out, ZR_STRING_EXACT, s, len);
+}
+
+/* One tagged match: `kind` from the map key or the tag (named `how` in
+ * messages), `val` its value. The value is taken as it is written. */
+static int tagged_match(zr_yaml_walk_t *w, yaml_node_t *n, const char *how, const char *kind, yaml_node_t *val,
+			zr_string_match_t *out)
+{
+	static const struct {
+		const char *name;
+		zr_string_match_kind_t kind;
+	} kinds[] = {{"Exact", ZR_STRING_EXACT},
+		     {"Prefix", ZR_STRING_PREFIX},
+		     {"Suffix", ZR_STRING_SUFFIX},
+		     {"Presence", ZR_STRING_PRESENCE}};
+	size_t k = 0;
+	while (k < sizeof(kinds) / sizeof(kinds[0]) && strcmp(kind, kinds[k].name))
+		k++;
+	if (k == sizeof(kinds) / sizeof(kinds[0]))
+		return zr_yaml_fail(w, n, "unknown string match %s (want Exact | Prefix | Suffix | Presence)", how);
+	if (kinds[k].kind == ZR_STRING_PRESENCE) {
+		if (!no_value(val))
+			return zr_yaml_fail(w, val, "%s takes no value (write {Presence: []} or !Presence [])", how);
+		return set_match(w, n, out, ZR_STRING_PRESENCE, "", 0);
 	}
-	const char *pre = "", *post = "";
-	if (!strcmp(kind, "Prefix"))
-		post = "*";
-	else if (!strcmp(kind, "Suffix"))
-		pre = "*";
-	else if (strcmp(kind, "Exact"))
-		return zr_yaml_fail(w, n, "unknown string match \"%s\" (want Exact | Prefix | Suffix | Presence)",
-				    kind);
-	if (zr_yaml_is_null(val))
-		return zr_yaml_fail(w, val ? val : n, "expected a string, got null");
+	if (!val || val->type != YAML_SCALAR_NODE)
+		return zr_yaml_fail(w, val ? val : n, "%s takes a string, got %s", how, zr_yaml_kind(val));
+	if (val != n && (local_tag(val) || foreign_tag(val)))
+		return zr_yaml_fail(w, val, "%s takes a plain string, got one tagged %s", how, (const char *)val->tag);
+	if (no_value(val) && val->data.scalar.length == 0)
+		return zr_yaml_fail(w, val, "%s takes a string, got nothing (write \"\" for the empty string)", how);
 	const char *s = zr_yaml_text(w, val);
 	if (!s)
 		return -1;
-	free(*out);
-	if (asprintf(out, "%s%s%s", pre, s, post) < 0) {
-		*out = NULL;
-		return zr_yaml_fail(w, n, "out of memory");
+	return set_match(w, n, out, kinds[k].kind, s, strlen(s));
+}
+
+static int string_match(zr_yaml_walk_t *w, yaml_node_t *n, zr_string_match_t *out)
+{
+	char how[80];
+	if (n && foreign_tag(n))
+		return zr_yaml_fail(w, n, "unsupported tag %s (" WANT_MATCH ")", (const char *)n->tag);
+	if (n && n->type == YAML_MAPPING_NODE) {
+		const char *tag = local_tag(n);
+		if (tag)
+			return zr_yaml_fail(w, n, "%s takes a string, got a map", tag);
+		if (zr_yaml_len(n) != 1)
+			return zr_yaml_fail(
+				w, n,
+				"expected one of Exact, Prefix, Suffix, Presence as the only key (" WANT_MATCH ")");
+		yaml_node_t *k = zr_yaml_node(w, n->data.mapping.pairs.start[0].key);
+		if (!k || k->type != YAML_SCALAR_NODE)
+			return zr_yaml_fail(
+				w, n,
+				"expected one of Exact, Prefix, Suffix, Presence as the only key (" WANT_MATCH ")");
+		const char *kind = (const char *)k->data.scalar.value;
+		snprintf(how, sizeof(how), "\"%s\"", kind);
+		return tagged_match(w, n, how, kind, zr_yaml_node(w, n->data.mapping.pairs.start[0].value), out);
 	}
+	const char *tag = local_tag(n);
+	if (!tag)
+		return plain_match(w, n, out);
+	snprintf(how, sizeof(how), "%s", tag);
+	return tagged_match(w, n, how, tag + 1, n, out);
+}
+
+/* No string matches here: ztunnel's ServiceAccountMatch compares both names
+ * exactly, so a tag or a '*' would only read as a wildcard that is none. */
+static int sa_no_tag(zr_yaml_walk_t *w, yaml_node_t *n)
+{
+	if (n && local_tag(n))
+		return zr_yaml_fail(w, n,
+				    "serviceAccounts take {namespace: NS, serviceAccount: SA} or \"NS/SA\", "
+				    "matched exactly; %s is a string match (use principals or namespaces)",
+				    (const char *)n->tag);
 	return 0;
 }
 
@@ -63,17 +161,34 @@ static int sa_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ct
 {
 	struct sa_ctx *c = ctx;
 	if (!strcmp(key, "namespace"))
-		return zr_yaml_str(w, v, &c->ns);
+		return sa_no_tag(w, v) ? -1 : zr_yaml_str(w, v, &c->ns);
 	if (!strcmp(key, "serviceAccount"))
-		return zr_yaml_str(w, v, &c->sa);
+		return sa_no_tag(w, v) ? -1 : zr_yaml_str(w, v, &c->sa);
 	return 1;
 }
 
 /* ztunnel's ServiceAccountMatch {namespace, serviceAccount}, or "ns/sa". */
 static int sa_match(zr_yaml_walk_t *w, yaml_node_t *n, char **out)
 {
-	if (!n || n->type != YAML_MAPPING_NODE)
-		return zr_yaml_str(w, n, out);
+	if (sa_no_tag(w, n) != 0)
+		return -1;
+	if (!n || n->type != YAML_MAPPING_NODE) {
+		if (zr_yaml_str(w, n, out) != 0)
+			return -1;
+		/* zring's own shorthand: exactly "namespace/serviceAccount". A
+		 * '*' is refused rather than read literally: in a plain string
+		 * elsewhere it would be a wildcard. */
+		const char *slash = strchr(*out, '/');
+		if (slash && slash != *out && slash[1] && !strchr(slash + 1, '/') && !strchr(*out, '*'))
+			return 0;
+		zr_yaml_fail(
+			w, n,
+			"bad service account \"%s\" (want \"namespace/serviceAccount\", matched exactly: no wildcards)",
+			*out);
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
 	struct sa_ctx c = {0};
 	int rc = zr_yaml_map(w, n, sa_field, &c);
 	if (rc == 0 && (!c.ns || !c.sa)) {
@@ -90,6 +205,7 @@ static int sa_match(zr_yaml_walk_t *w, yaml_node_t *n, char **out)
 }
 
 struct list_ctx {
+	const char *key;
 	int kind; /* 0 string match, 1 service account, 2 cidr, 3 port */
 	void *v;
 	size_t *n;
@@ -99,9 +215,12 @@ static int list_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 {
 	struct list_ctx *c = ctx;
 	int rc;
+	if (c->kind >= 2 && local_tag(item))
+		return zr_yaml_fail(w, item, "%s takes %s; %s is a string match", c->key,
+				    c->kind == 2 ? "CIDRs" : "port numbers", (const char *)item->tag);
 	switch (c->kind) {
 	case 0:
-		rc = string_match(w, item, &((char **)c->v)[i]);
+		rc = string_match(w, item, &((zr_string_match_t *)c->v)[i]);
 		break;
 	case 1:
 		rc = sa_match(w, item, &((char **)c->v)[i]);
@@ -124,10 +243,11 @@ static int list_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 	return rc;
 }
 
-static int parse_list(zr_yaml_walk_t *w, yaml_node_t *v, int kind, size_t elem, void **out, size_t *n_out)
+static int parse_list(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, int kind, size_t elem, void **out,
+		      size_t *n_out)
 {
 	size_t len = v && v->type == YAML_SEQUENCE_NODE ? zr_yaml_len(v) : 0;
-	struct list_ctx c = {.kind = kind, .n = n_out};
+	struct list_ctx c = {.key = key, .kind = kind, .n = n_out};
 	if (len && !(c.v = calloc(len, elem)))
 		return zr_yaml_fail(w, v, "out of memory");
 	*out = c.v;
@@ -157,11 +277,11 @@ static int match_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void 
 		F("notDestinationPorts", 3, not_destination_ports),
 #undef F
 	};
-	static const size_t elem[] = {sizeof(char *), sizeof(char *), sizeof(zr_cidr_t), sizeof(uint16_t)};
+	static const size_t elem[] = {sizeof(zr_string_match_t), sizeof(char *), sizeof(zr_cidr_t), sizeof(uint16_t)};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
 		if (strcmp(key, fields[i].name))
 			continue;
-		return parse_list(w, v, fields[i].kind, elem[fields[i].kind], (void **)((char *)m + fields[i].off),
+		return parse_list(w, key, v, fields[i].kind, elem[fields[i].kind], (void **)((char *)m + fields[i].off),
 				  (size_t *)((char *)m + fields[i].n_off));
 	}
 	/* ztunnel ignores unknown match keys; a typo here would silently widen
@@ -261,12 +381,19 @@ int zr_state_policy_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *c
 	return 0;
 }
 
+static void free_string_matches(zr_string_match_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].value);
+	free(v);
+}
+
 static void free_match(zr_policy_match_t *m)
 {
-	zr_yaml_free_strv(m->namespaces, m->n_namespaces);
-	zr_yaml_free_strv(m->not_namespaces, m->n_not_namespaces);
-	zr_yaml_free_strv(m->principals, m->n_principals);
-	zr_yaml_free_strv(m->not_principals, m->n_not_principals);
+	free_string_matches(m->namespaces, m->n_namespaces);
+	free_string_matches(m->not_namespaces, m->n_not_namespaces);
+	free_string_matches(m->principals, m->n_principals);
+	free_string_matches(m->not_principals, m->n_not_principals);
 	zr_yaml_free_strv(m->service_accounts, m->n_service_accounts);
 	zr_yaml_free_strv(m->not_service_accounts, m->n_not_service_accounts);
 	free(m->source_ips);

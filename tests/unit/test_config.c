@@ -379,7 +379,7 @@ static void test_inline_state(void)
 	ok(p->n_rules == 1 && p->rules[0].n_clauses == 1 && p->rules[0].clauses[0].n_matches == 1, "rules shape");
 	if (p->n_rules == 1 && p->rules[0].n_clauses == 1 && p->rules[0].clauses[0].n_matches == 1) {
 		zr_policy_match_t *m = &p->rules[0].clauses[0].matches[0];
-		ok(m->n_principals == 2 && !strcmp(m->principals[1], "*"), "principals");
+		ok(m->n_principals == 2 && m->principals[1].kind == ZR_STRING_PRESENCE, "principals");
 		ok(m->n_source_ips == 2 && m->source_ips[0].prefix_len == 8 && m->source_ips[1].prefix_len == 32,
 		   "sourceIps CIDRs");
 		ok(m->n_destination_ports == 1 && m->destination_ports[0] == 8080 && m->n_not_destination_ports == 1 &&
@@ -492,14 +492,18 @@ static void test_ztunnel_file(void)
 	   "WorkloadSelector deny dryRun");
 	if (deny->n_rules == 1 && deny->rules[0].n_clauses == 1 && deny->rules[0].clauses[0].n_matches == 2) {
 		zr_policy_match_t *m = &deny->rules[0].clauses[0].matches[0];
-		ok(m->n_principals == 2 && !strcmp(m->principals[0], "cluster.local/ns/bad/*") &&
-			   !strcmp(m->principals[1], "cluster.local/ns/x/sa/y"),
-		   "!Prefix and !Exact converted");
-		ok(m->n_not_namespaces == 1 && !strcmp(m->not_namespaces[0], "*-system"), "{Suffix: x} converted");
+		ok(m->n_principals == 2 && m->principals[0].kind == ZR_STRING_PREFIX &&
+			   !strcmp(m->principals[0].value, "cluster.local/ns/bad/") &&
+			   m->principals[1].kind == ZR_STRING_EXACT &&
+			   !strcmp(m->principals[1].value, "cluster.local/ns/x/sa/y"),
+		   "!Prefix and !Exact kept");
+		ok(m->n_not_namespaces == 1 && m->not_namespaces[0].kind == ZR_STRING_SUFFIX &&
+			   !strcmp(m->not_namespaces[0].value, "-system"),
+		   "{Suffix: x} kept");
 		ok(m->n_service_accounts == 1 && !strcmp(m->service_accounts[0], "default/evil"),
 		   "ServiceAccountMatch as ns/sa");
 		zr_policy_match_t *m2 = &deny->rules[0].clauses[0].matches[1];
-		ok(m2->n_namespaces == 1 && !strcmp(m2->namespaces[0], "*"), "!Presence converted to *");
+		ok(m2->n_namespaces == 1 && m2->namespaces[0].kind == ZR_STRING_PRESENCE, "!Presence kept");
 	} else {
 		ok(false, "deny rule shape");
 	}

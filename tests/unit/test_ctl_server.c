@@ -180,11 +180,16 @@ static void build_config(struct fake *f, const char *cert_path)
 	static size_t eps[] = {0};
 	static char *sans[] = {"spiffe://cluster.local/ns/default/sa/server"};
 	static zr_service_t svc[1];
-	static char *principals[] = {"cluster.local/ns/default/sa/\"client\""};
+	static zr_string_match_t principals[] = {{ZR_STRING_EXACT, "cluster.local/ns/default/sa/\"client\"", 36},
+						 {ZR_STRING_PRESENCE, "", 0},
+						 {ZR_STRING_PREFIX, "cluster.local/ns/default/sa/clien*", 34}};
+	static char *sas[] = {"default/client"};
 	static zr_cidr_t cidrs[1];
 	static uint16_t dports[] = {80, 443};
 	static zr_policy_match_t match = {.principals = principals,
-					  .n_principals = 1,
+					  .n_principals = 3,
+					  .not_service_accounts = sas,
+					  .n_not_service_accounts = 1,
 					  .source_ips = cidrs,
 					  .n_source_ips = 1,
 					  .destination_ports = dports,
@@ -277,9 +282,11 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	ok(strstr(body(), "\"vips\":[\"/127.10.0.1\"]") && strstr(body(), "\"ports\":{\"80\":8080}") &&
 		   strstr(body(), "\"endpoints\":[\"cluster1//v1/Pod/default/server\"]"),
 	   "service rendered");
-	ok(strstr(body(), "\"rules\":[[[{\"principals\":[\"cluster.local/ns/default/sa/\\\"client\\\"\"],"
+	ok(strstr(body(), "\"rules\":[[[{\"principals\":[{\"Exact\":\"cluster.local/ns/default/sa/\\\"client\\\"\"},"
+			  "{\"Presence\":[]},{\"Prefix\":\"cluster.local/ns/default/sa/clien*\"}],"
+			  "\"notServiceAccounts\":[{\"namespace\":\"default\",\"serviceAccount\":\"client\"}],"
 			  "\"sourceIps\":[\"10.0.0.0/8\"],\"destinationPorts\":[80,443]}]]]") != NULL,
-	   "policy rules rendered and escaped");
+	   "policy rules rendered as ztunnel's tagged StringMatch / ServiceAccountMatch, escaped");
 	ok(strstr(body(), "\"listeners\":{\"outbound\":\"127.0.0.1:15001\",\"inboundPlaintext\":null") != NULL,
 	   "listeners rendered");
 	ok(strstr(body(), "\"crypto\":{\"backend\":\"openssl\",\"description\":\"OpenSSL \\\"3\\\" EVP\","

@@ -104,8 +104,10 @@ static int tagged_match(zr_yaml_walk_t *w, yaml_node_t *n, const char *how, cons
 		return zr_yaml_fail(w, val ? val : n, "%s takes a string, got %s", how, zr_yaml_kind(val));
 	if (val != n && (local_tag(val) || foreign_tag(val)))
 		return zr_yaml_fail(w, val, "%s takes a plain string, got one tagged %s", how, (const char *)val->tag);
-	if (no_value(val) && val->data.scalar.length == 0)
-		return zr_yaml_fail(w, val, "%s takes a string, got nothing (write \"\" for the empty string)", how);
+	if (no_value(val))
+		return zr_yaml_fail(w, val,
+				    "%s takes a string, got %s (quote it for the string itself: \"\", \"null\")", how,
+				    val->data.scalar.length ? "null" : "nothing");
 	const char *s = zr_yaml_text(w, val);
 	if (!s)
 		return -1;

@@ -310,6 +310,8 @@ static void test_errors(void)
 	expect_err("principals", "{Exact: !Prefix a}", "[0]", "takes a plain string, got one tagged !Prefix");
 	expect_err("principals", "{Exact: }", "[0]", "\"Exact\" takes a string, got nothing");
 	expect_err("principals", "!Exact ", "[0]", "!Exact takes a string, got nothing");
+	expect_err("principals", "{Exact: null}", "[0]", "\"Exact\" takes a string, got null");
+	expect_err("principals", "!Suffix ~", "[0]", "!Suffix takes a string, got null");
 	expect_err("namespaces", "{Presence: x}", "[0]", "takes no value");
 	expect_err("namespaces", "!Presence [a]", "[0]", "takes no value");
 	expect_err("namespaces", "!!int 5", "[0]", "unsupported tag");

@@ -706,7 +706,7 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 	int mark = 1337, one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	zr_flow_bind_source(w, fd, dst.sa.sa_family, &c->peer);
+	zr_flow_bind_source(w, fd, &c->peer, &dst);
 	zr_h2conn_t *hc = hc_new(w, false, fd);
 	if (!hc) {
 		close(fd);

@@ -38,7 +38,9 @@ def policy(name, action, rules):
 
 
 def src_ips(action, *ips):
-    return policy('%s-src' % action.lower(), action, [[[{'sourceIps': ['%s/32' % ip for ip in ips]}]]])
+    # a name per content: set_policies knows a reload has applied by the names
+    name = '%s-%s' % (action.lower(), '-'.join(ip.replace('.', '-') for ip in ips))
+    return policy(name, action, [[[{'sourceIps': ['%s/32' % ip for ip in ips]}]]])
 
 
 def main(t):

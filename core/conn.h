@@ -100,8 +100,9 @@ struct zr_conn {
 	bool req_connect;     /* server: :method was CONNECT */
 	bool req_bad;	      /* server: a header was unacceptable */
 	char *peer_id;	      /* verified SPIFFE ID of the HBONE peer (owned) */
-	zr_ip_t authz_src_ip; /* source address used for authorization */
-	bool has_forwarded;   /* server: `forwarded: for=` gave authz_src_ip */
+	zr_ip_t authz_src_ip; /* source address used for authorization: the peer's */
+	zr_ip_t fwd_ip;	      /* server: what `forwarded: for=` claimed (not trusted) */
+	bool has_forwarded;   /* server: fwd_ip is set */
 	char authority[64];   /* server: the CONNECT target as received */
 };
 
@@ -118,6 +119,11 @@ void zr_conn_accepted(zr_listener_t *l, int fd);
 /* flow.c, shared with hbone.c */
 void zr_flow_refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code);
 void zr_flow_socks5_reply(zr_conn_t *c, uint8_t code, const zr_sockaddr_t *bound);
+/* Binds the unconnected socket fd, about to connect to `dst`, to the IP of
+ * `src`, the source workload's address, port chosen at connect; where that
+ * cannot work the socket stays unbound (counted, warned about at most once a
+ * minute). Worker thread. */
+void zr_flow_bind_source(zr_worker_t *w, int fd, const zr_sockaddr_t *src, const zr_sockaddr_t *dst);
 /* The service of local workload wl whose target port is `port`, or NULL. */
 const zr_service_t *zr_flow_inbound_service(const zr_state_t *st, const zr_workload_t *wl, uint16_t port);
 /* Opens c->up towards c->upstream (SO_MARK, connectTimeout). */

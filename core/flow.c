@@ -154,6 +154,62 @@ static void early_data_cb(zr_io_op_t *op, int res, unsigned flags)
 	zr_worker_conn_maybe_free(c);
 }
 
+static bool is_loopback(const zr_ip_t *ip)
+{
+	static const uint8_t v6_loopback[16] = {[15] = 1};
+	return ip->family == AF_INET ? ip->bytes[0] == 127 : memcmp(ip->bytes, v6_loopback, 16) == 0;
+}
+
+/* An outbound connection leaves from the source workload's own address, so
+ * that the destination, which authorizes and labels metrics by the
+ * connection's peer address (never by `forwarded`), sees that workload.
+ * IP_BIND_ADDRESS_NO_PORT: the port is picked at connect() per 4-tuple, not
+ * reserved per address at bind(), so binding does not shrink the ephemeral
+ * range. This works where the workload's address is one of this host's
+ * (host-network pods; the tests' 127.x workloads, towards loopback
+ * destinations). Where it is not (node-wide capture of pods in their own
+ * network namespaces), the connection leaves unbound, from the node's
+ * address, counted and warned about once a minute per worker, as ztunnel's
+ * freebind_connect falls back: failing would cut all of such a node's
+ * traffic, and IP_TRANSPARENT would need routing that brings the replies to
+ * the pod's address back to this host, which zring does not install (without
+ * it the SYN-ACK goes to the pod and the connect hangs until connectTimeout).
+ * The destination then sees the node's address: a sourceIps ALLOW naming the
+ * pod denies, a DENY naming it does not match. */
+void zr_flow_bind_source(zr_worker_t *w, int fd, const zr_sockaddr_t *src, const zr_sockaddr_t *dst)
+{
+	zr_ip_t ip, dst_ip;
+	zr_sockaddr_t local;
+	int one = 1;
+	const char *why = "address family differs from the destination's";
+	zr_sockaddr_to_ip(src, &ip, NULL);
+	zr_sockaddr_to_ip(dst, &dst_ip, NULL);
+	zr_sockaddr_from_ip(&local, &ip, 0);
+	/* The kernel refuses (EINVAL at connect) to route from a loopback
+	 * address to a non-loopback one. */
+	if (local.sa.sa_family == dst->sa.sa_family && is_loopback(&ip) && !is_loopback(&dst_ip)) {
+		why = "a loopback address cannot reach this destination";
+	} else if (local.sa.sa_family == dst->sa.sa_family) {
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, &local.sa, local.len) == 0)
+			return;
+		why = strerror(errno);
+	}
+	zr_counter_add(&w->stats.source_bind_failures, 1);
+	uint64_t now = zr_now_ns();
+	if (w->bind_warn_ns && now - w->bind_warn_ns < 60ull * 1000000000ull) {
+		w->bind_warn_missed++;
+		return;
+	}
+	char a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
+	zr_warn("flow",
+		"cannot bind to the source workload's address %s for %s (%s): connecting from the node's address, "
+		"destinations' sourceIps rules will not see the workload (%llu more since the last warning)",
+		zr_ip_str(&ip, a), zr_sockaddr_str(dst, b), why, (unsigned long long)w->bind_warn_missed);
+	w->bind_warn_ns = now;
+	w->bind_warn_missed = 0;
+}
+
 void zr_flow_connect_upstream(zr_conn_t *c)
 {
 	zr_worker_t *w = c->w;
@@ -175,6 +231,8 @@ void zr_flow_connect_upstream(zr_conn_t *c)
 			mark, strerror(errno));
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (c->kind == ZR_LISTENER_OUTBOUND || c->kind == ZR_LISTENER_SOCKS5)
+		zr_flow_bind_source(w, fd, &c->peer, &c->upstream);
 	if (c->inbound_hbone) {
 		c->up.fd = fd;
 		c->connect_op.cb = connect_cb;

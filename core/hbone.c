@@ -706,6 +706,7 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 	int mark = 1337, one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	zr_flow_bind_source(w, fd, &c->peer, &dst);
 	zr_h2conn_t *hc = hc_new(w, false, fd);
 	if (!hc) {
 		close(fd);
@@ -740,9 +741,10 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 
 void zr_hbone_connect(zr_conn_t *c)
 {
-	char key[1024], a[ZR_ADDR_STRLEN];
-	zr_ip_t ip;
+	char key[1024], a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
+	zr_ip_t ip, src_ip;
 	zr_sockaddr_to_ip(&c->upstream, &ip, NULL);
+	zr_sockaddr_to_ip(&c->peer, &src_ip, NULL);
 	if (!c->snap->ids || !zr_identity_store_has(c->snap->ids, c->src_wl->identity)) {
 		zr_warn("hbone", "conn %llu: no usable certificate for %s", (unsigned long long)c->id,
 			c->src_wl->identity);
@@ -751,7 +753,11 @@ void zr_hbone_connect(zr_conn_t *c)
 		zr_flow_refuse(c, ZR_REFUSE_NO_IDENTITY, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
-	snprintf(key, sizeof(key), "%s|%s|%s", c->src_wl->identity, c->dst_wl->identity, zr_ip_str(&ip, a));
+	/* The source address is part of the key: the connection is bound to it
+	 * (zr_flow_bind_source), and the destination authorizes every stream on
+	 * it by the connection's peer address. */
+	snprintf(key, sizeof(key), "%s|%s|%s|%s", c->src_wl->identity, zr_ip_str(&src_ip, b), c->dst_wl->identity,
+		 zr_ip_str(&ip, a));
 	zr_h2conn_t *hc = pool_get(c, key, zr_str_hash(key));
 	if (!hc) {
 		if (c->metrics)

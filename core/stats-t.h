@@ -84,6 +84,7 @@ typedef struct zr_worker_stats {
 	zr_counter_t hbone_server_conns;   /* gauge: zring_hbone_connections{role="server"} */
 	zr_counter_t hbone_streams_active; /* gauge: zring_hbone_streams_active */
 	zr_counter_t hbone_pool_reused;	   /* zring_hbone_pool_reused_total */
+	zr_counter_t source_bind_failures; /* zring_source_bind_failures_total */
 	zr_counter_t tls_failures[ZR_TLS_FAIL__COUNT];
 } zr_worker_stats_t;
 

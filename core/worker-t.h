@@ -111,6 +111,8 @@ struct zr_worker {
 	struct zr_tcp_metrics **tcp_hash;
 	unsigned tcp_hash_mask;
 	unsigned mark_warned;
+	uint64_t bind_warn_ns;	   /* last source-bind failure warning */
+	uint64_t bind_warn_missed; /* failures not warned about since */
 
 	/* identity */
 	unsigned index;

@@ -136,6 +136,9 @@ static const struct {
 	 offsetof(zr_worker_stats_t, hbone_streams_active)},
 	{"zring_hbone_pool_reused_total", "counter", "Outbound streams placed on an already pooled HBONE connection",
 	 offsetof(zr_worker_stats_t, hbone_pool_reused)},
+	{"zring_source_bind_failures_total", "counter",
+	 "Outbound connections that could not leave from the source workload's address (left from the node's)",
+	 offsetof(zr_worker_stats_t, source_bind_failures)},
 };
 
 static uint64_t worker_counter(const zr_worker_stats_t *s, size_t off)

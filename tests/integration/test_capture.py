@@ -83,6 +83,10 @@ def main(t):
         t.ok(ok, 'small captured upload', detail)
         peer = up_srv.peers[n0] if len(up_srv.peers) > n0 else None
         t.ok(peer and peer[0] == SRV_GW, 'the server sees zring (198.18.1.1) as its peer', repr(peer))
+        # The pod's address lives in its own netns, not on this host: zring cannot
+        # bind its upstream socket to it and connects from its own (counted).
+        t.cmp(node.metric('zring_source_bind_failures_total'), '>=', 1,
+              'zring_source_bind_failures_total counts the upstream connect it could not bind to the pod\'s address')
         # closed port at a known workload: the captured client sees a reset/EOF, quickly
         before = node.metric('zring_connections_refused_total')
         s = from_pod(SRV, 9999)
@@ -109,6 +113,11 @@ def main(t):
         for th in ths:
             th.join(60)
         t.is_(res.count(True), 32, '32 concurrent captured connections byte-exact')
+        warns = [ln for ln in node.log_text().splitlines() if 'cannot bind to the source workload' in ln]
+        t.ok(1 <= len(warns) <= node.workers and node.metric('zring_source_bind_failures_total') >= 33,
+             'the bind failures are warned about at most once a minute per worker, not per connection',
+             '%d warnings for %r failures: %r' % (len(warns), node.metric('zring_source_bind_failures_total'),
+                                                  warns[:3]))
 
     def half_close():
         s = from_pod(VIP, 80)

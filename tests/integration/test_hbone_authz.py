@@ -2,8 +2,9 @@
 """L4 authorization on the destination zring (node B 127.0.0.43) for HBONE
 traffic from node A (127.0.0.42): ztunnel-format policies in B's local state,
 changed by editing the state file and SIGHUP. Allow/deny by principal,
-namespace, source IP (B must use the `forwarded: for=` client address A sends,
-i.e. the original client's IP, not A's socket address) and destination port;
+namespace, source IP (B authorizes on the connection's peer address, which A
+binds to the original client's IP; `forwarded` is not trusted, see
+test_forwarded.py) and destination port;
 a denial is a 401 on the CONNECT, which A answers as SOCKS5 0x02, and B counts
 istio_tcp_connections_failed_total{response_flags="DENY"}; a policy change
 closes live connections that are now denied while allowed ones keep working."""
@@ -131,10 +132,10 @@ def main(t):
 
     def source_ips():
         set_policies([policy('deny-src', 'Deny', [[[{'sourceIps': ['%s/32' % CLIENT]}]]])])
-        expect('DENY sourceIps [%s/32] (the original client, from forwarded for=): denied' % CLIENT, 2)
+        expect('DENY sourceIps [%s/32] (the original client, A binds its address): denied' % CLIENT, 2)
         expect('  ... another client workload (%s) of node A is allowed' % CLIENT2, 0, src=CLIENT2)
         set_policies([policy('deny-lo', 'Deny', [[[{'sourceIps': ['127.0.0.1/32', '%s/32' % z.HB_A_IP]}]]])])
-        expect('DENY sourceIps of node A\'s own addresses does not hit the client (B uses forwarded for=)', 0)
+        expect('DENY sourceIps of node A\'s own addresses does not hit the client (A binds the client\'s)', 0)
         set_policies([policy('allow-src', 'Allow', [[[{'sourceIps': ['127.0.4.0/24']}]]])])
         expect('ALLOW sourceIps [127.0.4.0/24]: allowed', 0)
         set_policies([policy('allow-not-src', 'Allow', [[[{'notSourceIps': ['%s/32' % CLIENT2]}]]])])

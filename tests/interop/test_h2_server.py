@@ -206,6 +206,7 @@ def main(t):
             t.is_(c['version'], 'TLSv1.3', 'zring negotiates TLS 1.3')
             t.is_(c['alpn'], 'h2', 'zring offers ALPN h2')
             t.is_(c['sans'], [CLIENT_ID], 'zring presents the client workload\'s SPIFFE identity')
+            t.is_(c['peer'][0], CLIENT, 'the TCP connection comes from the client workload\'s address (bound)')
         t.ok(srv.requests, 'a request arrived')
         if srv.requests:
             hd = srv.requests[-1][1]

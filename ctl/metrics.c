@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ctl/server.h"
+#include "io/log.h"
 
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
 	"unknown_source",  "no_route",	      "no_endpoint", "no_identity", "connect_failed", "connect_timeout",
@@ -186,6 +187,16 @@ static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t
 	}
 }
 
+/* What bounds zring under floods: log lines dropped by the per-call-site
+ * rate limit (io/log.h). */
+static void render_limits(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_workers)
+{
+	(void)hooks;
+	(void)n_workers;
+	family(out, "zring_log_suppressed_total", "counter", "Log lines dropped by the per-call-site rate limit");
+	zr_strbuf_printf(out, "zring_log_suppressed_total %llu\n", zr_log_suppressed_total());
+}
+
 void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 {
 	size_t n_workers = hooks->n_workers(hooks->ctx);
@@ -204,4 +215,5 @@ void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 	label_value(out, ci && ci->record_layer ? ci->record_layer : "none");
 	zr_strbuf_puts(out, "\"} 1\n");
 	render_workers(out, hooks, n_workers);
+	render_limits(out, hooks, n_workers);
 }

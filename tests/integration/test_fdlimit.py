@@ -97,6 +97,7 @@ def main(t):
         finally:
             c.close()
         t.ok(b.wait_idle(10), 'zring releases every connection', b.active_diag())
+        t.is_(b.stop(), 0, 'zring exits cleanly (SIGTERM) with its accept retry timer still running')
 
     t.subtest('exhaust', exhaust)
     t.subtest('release', release)

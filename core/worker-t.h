@@ -46,6 +46,7 @@ typedef struct zr_listener {
 	bool closing;	   /* accept cancelled; freed at its final completion */
 	bool armed;	   /* a multishot accept is outstanding */
 	bool paused;	   /* accept stopped (fd limit, memory, errors): the worker re-arms it */
+	bool pause_asked;  /* accept cancelled to pause it (the fd reserve was reached) */
 	unsigned errors;   /* accept errors in a row */
 	zr_sockaddr_t addr;
 } zr_listener_t;
@@ -112,7 +113,8 @@ struct zr_worker {
 	bool accept_episode;	  /* pauses seen, not yet a quiet retry period */
 	bool accept_pause_recent; /* a pause since the retry timer last fired */
 	unsigned accept_backoff_ms;
-	unsigned accept_owned_mark; /* conns + HBONE conns at the last pause, or since, if more */
+	unsigned accept_owned_mark; /* conns + HBONE conns at the last loop turn */
+	unsigned fd_reserve_at;	    /* accepted fd numbers from here on are the reserve's */
 	unsigned accept_pauses;	    /* in this episode */
 	uint64_t accept_episode_ns;
 	zr_io_op_t mailbox_op;

@@ -4,6 +4,7 @@
  * receives that starved for buffers, and leave once drained or stopped. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <numa.h>
 #include <sched.h>
 #include <stdio.h>
@@ -140,11 +141,41 @@ static void listener_free(zr_worker_t *w, zr_listener_t *l);
  * while the connections wait in the backlog. Instead the listener is paused:
  * it is re-armed when a connection or HBONE connection of this worker goes
  * (an fd is free again), or by the retry timer after a backoff of 100 ms,
- * doubling to 1 s. A pause episode is logged when it starts and when a retry
+ * doubling to 1 s, once an fd below the reserve (see below) is free. The
+ * same pause follows an accepted fd that falls in the reserve. A pause episode is logged when it starts and when a retry
  * period passes without a pause; every pause is counted in
  * zring_worker_accept_paused_total{reason}. */
 #define ACCEPT_BACKOFF_MIN_MS 100u
 #define ACCEPT_BACKOFF_MAX_MS 1000u
+
+/* The last file descriptors below RLIMIT_NOFILE (an eighth of it, at most
+ * 64) are not spent on accepted connections: they stay for the admin,
+ * metrics and readiness servers, the upstream sockets of connections already
+ * accepted, and the control plane. fds are allocated lowest first, so an
+ * accepted fd numbered fd_reserve_at or more means only the reserve is
+ * left: the connection is closed at once and the listener paused. */
+#define FD_RESERVE_MAX 64u
+
+static unsigned fd_reserve_at(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX)
+		return INT_MAX;
+	unsigned limit = (unsigned)rl.rlim_cur, reserve = limit / 8;
+	if (reserve > FD_RESERVE_MAX)
+		reserve = FD_RESERVE_MAX;
+	return limit - reserve;
+}
+
+/* Whether an fd below the reserve is free now (the lowest free fd number). */
+static bool fd_headroom(zr_worker_t *w)
+{
+	int probe = fcntl(w->mailbox.eventfd, F_DUPFD_CLOEXEC, 0);
+	if (probe < 0)
+		return false;
+	close(probe);
+	return (unsigned)probe < w->fd_reserve_at;
+}
 
 static void listener_pause(zr_listener_t *l, int err);
 
@@ -200,7 +231,9 @@ static void listener_pause(zr_listener_t *l, int err)
 		w->accept_pauses = 1;
 		w->accept_backoff_ms = ACCEPT_BACKOFF_MIN_MS;
 		if (why == ZR_ACCEPT_PAUSE_FD_LIMIT && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-			snprintf(lim, sizeof(lim), " (open file limit %llu)", (unsigned long long)rl.rlim_cur);
+			snprintf(lim, sizeof(lim), " (open file limit %llu, %llu kept in reserve)",
+				 (unsigned long long)rl.rlim_cur,
+				 (unsigned long long)rl.rlim_cur - (unsigned long long)w->fd_reserve_at);
 		zr_warn("worker",
 			"worker %u: accept paused on %s: %s%s; %u connections held; retrying when one closes, or "
 			"within %u ms",
@@ -210,9 +243,11 @@ static void listener_pause(zr_listener_t *l, int err)
 	arm_accept_retry(w);
 }
 
-/* Re-arms every paused listener. */
+/* Re-arms every paused listener, if an fd below the reserve is free. */
 static void accept_resume(zr_worker_t *w)
 {
+	if (!fd_headroom(w))
+		return;
 	for (zr_listener_t *l = w->listeners; l && w->accept_paused; l = l->next) {
 		if (!l->paused)
 			continue;
@@ -281,9 +316,15 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 	zr_worker_t *w = l->worker;
 	if (res >= 0) {
 		l->errors = 0;
-		if (l->closing || w->draining)
+		if (l->closing || w->draining) {
 			close(res);
-		else if (l->kind == ZR_LISTENER_HBONE)
+		} else if (l->pause_asked || (unsigned)res >= w->fd_reserve_at) {
+			/* Only the reserve is left: refuse, and pause accepting. */
+			close(res);
+			zr_counter_add(&w->stats.refused[ZR_REFUSE_OVERLOAD], 1);
+			if (!l->pause_asked && (!(flags & ZR_IO_F_MORE) || zr_io_cancel(w->io, &l->accept_op) == 0))
+				l->pause_asked = true;
+		} else if (l->kind == ZR_LISTENER_HBONE)
 			zr_hbone_accepted(l, res);
 		else
 			zr_conn_accepted(l, res);
@@ -297,6 +338,11 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 	l->armed = false;
 	if (l->closing) {
 		listener_free(w, l);
+		return;
+	}
+	if (l->pause_asked) {
+		l->pause_asked = false;
+		listener_pause(l, -EMFILE);
 		return;
 	}
 	/* The multishot accept ended. Out of fds or memory: pause (re-arming
@@ -555,6 +601,7 @@ static void *worker_main(void *arg)
 	w->mailbox_op.cb = mailbox_cb;
 	w->hbone_tick_op.cb = tick_cb;
 	w->accept_retry_op.cb = accept_retry_cb;
+	w->fd_reserve_at = fd_reserve_at();
 	w->prng = zr_now_ns() ^ ((uint64_t)w->index << 32) ^ 0x9e3779b97f4a7c15ull;
 	if (zr_io_timeout(w->io, &w->hbone_tick_op, 1000000000ull) == 0)
 		w->hbone_tick_armed = true;
@@ -583,14 +630,13 @@ static void *worker_main(void *arg)
 			zr_hbone_feed_starved(w);
 		atomic_store_explicit(&w->stats.buffers_in_use, w->bufs_in_use, memory_order_relaxed);
 		/* A connection of ours went: its fds are free for the paused
-		 * accepts. (The mark follows the count up: HBONE streams open
-		 * upstream connections while the accepts are paused.) */
+		 * accepts. (HBONE streams open upstream connections while the
+		 * accepts are paused: only a drop since the last turn counts.) */
 		if (w->accept_paused) {
 			unsigned owned = worker_owned(w);
 			if (owned < w->accept_owned_mark)
 				accept_resume(w);
-			else
-				w->accept_owned_mark = owned;
+			w->accept_owned_mark = owned;
 		}
 		if (w->draining && w->n_conns == 0)
 			break;

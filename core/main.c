@@ -106,8 +106,8 @@ static int load_identities(const zr_config_t *cfg, zr_identity_store_t **ids, bo
 		struct tm tm;
 		gmtime_r(&ci->not_after, &tm);
 		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		zr_info("main", "certificate for %s valid until %s%s", ci->identity, until,
-			ci->expired ? " (EXPIRED: not presented)" : "");
+		zr_info_unlimited("main", "certificate for %s valid until %s%s", ci->identity, until,
+				  ci->expired ? " (EXPIRED: not presented)" : "");
 	}
 	return 0;
 }
@@ -367,11 +367,17 @@ static int run(const char *path, const char *log_level)
 		rt->n_workers, zr_io_uring_ops.name, c->state.n_workloads, c->state.n_services);
 
 	bool draining = false;
-	uint64_t drain_deadline = 0;
+	uint64_t drain_deadline = 0, next_log_flush = 0;
 	for (;;) {
 		struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = quit_fd, .events = POLLIN}};
 		poll(pfd, 2, 200);
 		zr_runtime_reap(rt);
+		if (zr_now_ns() >= next_log_flush) {
+			/* Say how many lines the log rate limit dropped, also for
+			 * call sites that have gone quiet since. */
+			zr_log_flush_suppressed();
+			next_log_flush = zr_now_ns() + 1000ull * 1000000ull;
+		}
 		bool quit = false;
 		if (pfd[1].revents & POLLIN) {
 			uint64_t v;
@@ -415,6 +421,7 @@ static int run(const char *path, const char *log_level)
 	zr_runtime_free(rt);
 	close(sfd);
 	close(quit_fd);
+	zr_log_flush_suppressed();
 	zr_info("main", "exited cleanly");
 	return 0;
 }

@@ -66,6 +66,17 @@ typedef enum zr_tls_failure {
 
 extern const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT];
 
+/* Why a listener stopped accepting for a while:
+ * zring_worker_accept_paused_total{reason}. */
+typedef enum zr_accept_pause {
+	ZR_ACCEPT_PAUSE_FD_LIMIT = 0, /* EMFILE / ENFILE: out of file descriptors */
+	ZR_ACCEPT_PAUSE_MEMORY,	      /* ENOMEM / ENOBUFS */
+	ZR_ACCEPT_PAUSE_ERROR,	      /* any other error, twice in a row, or the accept could not be queued */
+	ZR_ACCEPT_PAUSE__COUNT
+} zr_accept_pause_t;
+
+extern const char *const zr_accept_pause_names[ZR_ACCEPT_PAUSE__COUNT];
+
 typedef struct zr_worker_stats {
 	_Atomic(zr_tcp_metrics_t *) tcp_head;
 	zr_counter_t loop_turns;	  /* zring_worker_loop_iterations_total */
@@ -86,6 +97,7 @@ typedef struct zr_worker_stats {
 	zr_counter_t hbone_pool_reused;	   /* zring_hbone_pool_reused_total */
 	zr_counter_t source_bind_failures; /* zring_source_bind_failures_total */
 	zr_counter_t tls_failures[ZR_TLS_FAIL__COUNT];
+	zr_counter_t accept_paused[ZR_ACCEPT_PAUSE__COUNT];
 } zr_worker_stats_t;
 
 #endif

@@ -45,6 +45,9 @@ typedef struct zr_listener {
 	bool per_workload; /* bound on a local workload IP (follows config reloads) */
 	bool closing;	   /* accept cancelled; freed at its final completion */
 	bool armed;	   /* a multishot accept is outstanding */
+	bool paused;	   /* accept stopped (fd limit, memory, errors): the worker re-arms it */
+	bool pause_asked;  /* accept cancelled to pause it (the fd reserve was reached) */
+	unsigned errors;   /* accept errors in a row */
 	zr_sockaddr_t addr;
 } zr_listener_t;
 
@@ -102,7 +105,18 @@ struct zr_worker {
 	uint64_t prng;		  /* traceparent ids */
 	uint64_t last_tick_ns;
 	bool draining, stopping;
-	bool rearm_accepts; /* an accept stopped on a resource error */
+	/* Accepting paused (see listener_pause in worker.c): paused listeners,
+	 * the retry timer, its backoff, and what the pause episode looks like. */
+	unsigned accept_paused;
+	zr_io_op_t accept_retry_op;
+	bool accept_retry_armed;
+	bool accept_episode;	  /* pauses seen, not yet a quiet retry period */
+	bool accept_pause_recent; /* a pause since the retry timer last fired */
+	unsigned accept_backoff_ms;
+	unsigned accept_owned_mark; /* conns + HBONE conns at the last loop turn */
+	unsigned fd_reserve_at;	    /* accepted fd numbers from here on are the reserve's */
+	unsigned accept_pauses;	    /* in this episode */
+	uint64_t accept_episode_ns;
 	zr_io_op_t mailbox_op;
 	uint64_t mailbox_val;
 	zr_io_op_t tick_op;

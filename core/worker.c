@@ -4,11 +4,14 @@
  * receives that starved for buffers, and leave once drained or stopped. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <numa.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <poll.h>
@@ -130,12 +133,154 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags);
 
 static void listener_free(zr_worker_t *w, zr_listener_t *l);
 
+/* --- accept pause ---
+ *
+ * An accept that fails for lack of file descriptors (EMFILE, ENFILE) or
+ * memory (ENOMEM, ENOBUFS) fails again at once: io_uring takes the fd before
+ * it looks at the queue. Re-arming right away spins a core and floods the log
+ * while the connections wait in the backlog. Instead the listener is paused:
+ * it is re-armed when a connection or HBONE connection of this worker goes
+ * (an fd is free again), or by the retry timer after a backoff of 100 ms,
+ * doubling to 1 s, once an fd below the reserve (see below) is free. The
+ * same pause follows an accepted fd that falls in the reserve. A pause episode is logged when it starts and when a retry
+ * period passes without a pause; every pause is counted in
+ * zring_worker_accept_paused_total{reason}. */
+#define ACCEPT_BACKOFF_MIN_MS 100u
+#define ACCEPT_BACKOFF_MAX_MS 1000u
+
+/* The last file descriptors below RLIMIT_NOFILE (an eighth of it, at most
+ * 64) are not spent on accepted connections: they stay for the admin,
+ * metrics and readiness servers, the upstream sockets of connections already
+ * accepted, and the control plane. fds are allocated lowest first, so an
+ * accepted fd numbered fd_reserve_at or more means only the reserve is
+ * left: the connection is closed at once and the listener paused. */
+#define FD_RESERVE_MAX 64u
+
+static unsigned fd_reserve_at(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX)
+		return INT_MAX;
+	unsigned limit = (unsigned)rl.rlim_cur, reserve = limit / 8;
+	if (reserve > FD_RESERVE_MAX)
+		reserve = FD_RESERVE_MAX;
+	return limit - reserve;
+}
+
+/* Whether an fd below the reserve is free now (the lowest free fd number). */
+static bool fd_headroom(zr_worker_t *w)
+{
+	int probe = fcntl(w->mailbox.eventfd, F_DUPFD_CLOEXEC, 0);
+	if (probe < 0)
+		return false;
+	close(probe);
+	return (unsigned)probe < w->fd_reserve_at;
+}
+
+static void listener_pause(zr_listener_t *l, int err);
+
 static void listener_arm(zr_listener_t *l)
 {
-	if (zr_io_accept(l->worker->io, &l->accept_op, l->fd) < 0)
-		zr_err("worker", "worker %u: can't arm accept", l->worker->index);
+	int ret = zr_io_accept(l->worker->io, &l->accept_op, l->fd);
+	if (ret < 0)
+		listener_pause(l, ret); /* the SQ is full: try again with the timer */
 	else
 		l->armed = true;
+}
+
+static unsigned worker_owned(zr_worker_t *w)
+{
+	return w->n_conns + (unsigned)zr_counter_get(&w->stats.hbone_server_conns) +
+	       (unsigned)zr_counter_get(&w->stats.hbone_client_conns);
+}
+
+static zr_accept_pause_t pause_reason(int err)
+{
+	if (err == -EMFILE || err == -ENFILE)
+		return ZR_ACCEPT_PAUSE_FD_LIMIT;
+	if (err == -ENOMEM || err == -ENOBUFS)
+		return ZR_ACCEPT_PAUSE_MEMORY;
+	return ZR_ACCEPT_PAUSE_ERROR;
+}
+
+static void arm_accept_retry(zr_worker_t *w)
+{
+	if (w->accept_retry_armed || w->stopping)
+		return;
+	if (zr_io_timeout(w->io, &w->accept_retry_op, (uint64_t)w->accept_backoff_ms * 1000000ull) == 0)
+		w->accept_retry_armed = true;
+}
+
+static void listener_pause(zr_listener_t *l, int err)
+{
+	zr_worker_t *w = l->worker;
+	zr_accept_pause_t why = pause_reason(err);
+	if (!l->paused) {
+		l->paused = true;
+		w->accept_paused++;
+	}
+	zr_counter_add(&w->stats.accept_paused[why], 1);
+	w->accept_pause_recent = true;
+	w->accept_owned_mark = worker_owned(w);
+	w->accept_pauses++;
+	if (!w->accept_episode) {
+		char a[ZR_ADDR_STRLEN], lim[64] = "";
+		struct rlimit rl;
+		w->accept_episode = true;
+		w->accept_episode_ns = zr_now_ns();
+		w->accept_pauses = 1;
+		w->accept_backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+		if (why == ZR_ACCEPT_PAUSE_FD_LIMIT && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+			snprintf(lim, sizeof(lim), " (open file limit %llu, %llu kept in reserve)",
+				 (unsigned long long)rl.rlim_cur,
+				 (unsigned long long)rl.rlim_cur - (unsigned long long)w->fd_reserve_at);
+		zr_warn("worker",
+			"worker %u: accept paused on %s: %s%s; %u connections held; retrying when one closes, or "
+			"within %u ms",
+			w->index, zr_sockaddr_str(&l->addr, a), strerror(-err), lim, worker_owned(w),
+			w->accept_backoff_ms);
+	}
+	arm_accept_retry(w);
+}
+
+/* Re-arms every paused listener, if an fd below the reserve is free. */
+static void accept_resume(zr_worker_t *w)
+{
+	if (!fd_headroom(w))
+		return;
+	for (zr_listener_t *l = w->listeners; l && w->accept_paused; l = l->next) {
+		if (!l->paused)
+			continue;
+		l->paused = false;
+		w->accept_paused--;
+		if (!l->closing)
+			listener_arm(l);
+	}
+}
+
+static void accept_retry_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	(void)res;
+	(void)flags;
+	zr_worker_t *w = container_of(op, zr_worker_t, accept_retry_op);
+	w->accept_retry_armed = false;
+	if (w->stopping || !w->io)
+		return;
+	if (!w->accept_paused && !w->accept_pause_recent) {
+		if (w->accept_episode)
+			zr_info("worker", "worker %u: accepting again after %llu ms (%u pauses)", w->index,
+				(unsigned long long)((zr_now_ns() - w->accept_episode_ns) / 1000000ull),
+				w->accept_pauses);
+		w->accept_episode = false;
+		return;
+	}
+	w->accept_pause_recent = false;
+	w->accept_backoff_ms *= 2;
+	if (w->accept_backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+		w->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+	/* Armed first: a resumed accept that fails again finds it running. */
+	arm_accept_retry(w);
+	accept_resume(w);
 }
 
 /* Stops a listener; it is freed at its accept's final completion, or now
@@ -159,6 +304,8 @@ static void listener_free(zr_worker_t *w, zr_listener_t *l)
 			break;
 		}
 	}
+	if (l->paused)
+		w->accept_paused--;
 	close(l->fd);
 	free(l);
 }
@@ -168,14 +315,23 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 	zr_listener_t *l = container_of(op, zr_listener_t, accept_op);
 	zr_worker_t *w = l->worker;
 	if (res >= 0) {
-		if (l->closing || w->draining)
+		l->errors = 0;
+		if (l->closing || w->draining) {
 			close(res);
-		else if (l->kind == ZR_LISTENER_HBONE)
+		} else if (l->pause_asked || (unsigned)res >= w->fd_reserve_at) {
+			/* Only the reserve is left: refuse, and pause accepting. */
+			close(res);
+			zr_counter_add(&w->stats.refused[ZR_REFUSE_OVERLOAD], 1);
+			if (!l->pause_asked && (!(flags & ZR_IO_F_MORE) || zr_io_cancel(w->io, &l->accept_op) == 0))
+				l->pause_asked = true;
+		} else if (l->kind == ZR_LISTENER_HBONE)
 			zr_hbone_accepted(l, res);
 		else
 			zr_conn_accepted(l, res);
-	} else if (res != -ECANCELED && !l->closing) {
-		zr_warn("worker", "worker %u: accept: %s", w->index, strerror(-res));
+	} else if (res != -ECANCELED && !l->closing && pause_reason(res) == ZR_ACCEPT_PAUSE_ERROR) {
+		char a[ZR_ADDR_STRLEN];
+		zr_warn("worker", "worker %u: accept on %s: %s", w->index, zr_sockaddr_str(&l->addr, a),
+			strerror(-res));
 	}
 	if (flags & ZR_IO_F_MORE)
 		return;
@@ -184,11 +340,16 @@ static void accept_cb(zr_io_op_t *op, int res, unsigned flags)
 		listener_free(w, l);
 		return;
 	}
-	/* Multishot accept ended (e.g. EMFILE): re-arm at the next tick so a
-	 * persistent error does not spin. */
-	l->closing = false;
-	if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS)
-		w->rearm_accepts = true;
+	if (l->pause_asked) {
+		l->pause_asked = false;
+		listener_pause(l, -EMFILE);
+		return;
+	}
+	/* The multishot accept ended. Out of fds or memory: pause (re-arming
+	 * would fail at once, forever). Another error: re-arm once, pause if
+	 * it comes back. */
+	if (res < 0 && res != -ECANCELED && (pause_reason(res) != ZR_ACCEPT_PAUSE_ERROR || ++l->errors > 1))
+		listener_pause(l, res);
 	else
 		listener_arm(l);
 }
@@ -394,6 +555,8 @@ static void close_everything(zr_worker_t *w)
 	zr_hbone_close_all(w);
 	if (w->hbone_tick_armed)
 		zr_io_cancel(w->io, &w->hbone_tick_op);
+	if (w->accept_retry_armed)
+		zr_io_cancel(w->io, &w->accept_retry_op);
 	for (zr_conn_t *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		zr_conn_close(c, false);
@@ -402,7 +565,8 @@ static void close_everything(zr_worker_t *w)
 	zr_io_cancel(w->io, &w->mailbox_op);
 	/* Let cancellations complete so every socket is really closed. */
 	uint64_t deadline = zr_now_ns() + 2000ull * 1000000ull;
-	while ((w->conns || w->listeners || w->h2conns || w->hbone_tick_armed) && zr_now_ns() < deadline)
+	while ((w->conns || w->listeners || w->h2conns || w->hbone_tick_armed || w->accept_retry_armed) &&
+	       zr_now_ns() < deadline)
 		zr_io_run(w->io, 50ull * 1000000ull);
 }
 
@@ -436,6 +600,8 @@ static void *worker_main(void *arg)
 	atomic_store_explicit(&w->stats.config_epoch, w->snap->epoch, memory_order_relaxed);
 	w->mailbox_op.cb = mailbox_cb;
 	w->hbone_tick_op.cb = tick_cb;
+	w->accept_retry_op.cb = accept_retry_cb;
+	w->fd_reserve_at = fd_reserve_at();
 	w->prng = zr_now_ns() ^ ((uint64_t)w->index << 32) ^ 0x9e3779b97f4a7c15ull;
 	if (zr_io_timeout(w->io, &w->hbone_tick_op, 1000000000ull) == 0)
 		w->hbone_tick_armed = true;
@@ -463,11 +629,14 @@ static void *worker_main(void *arg)
 		if (w->h2_starved)
 			zr_hbone_feed_starved(w);
 		atomic_store_explicit(&w->stats.buffers_in_use, w->bufs_in_use, memory_order_relaxed);
-		if (w->rearm_accepts) {
-			w->rearm_accepts = false;
-			for (zr_listener_t *l = w->listeners; l; l = l->next)
-				if (!l->closing)
-					listener_arm(l);
+		/* A connection of ours went: its fds are free for the paused
+		 * accepts. (HBONE streams open upstream connections while the
+		 * accepts are paused: only a drop since the last turn counts.) */
+		if (w->accept_paused) {
+			unsigned owned = worker_owned(w);
+			if (owned < w->accept_owned_mark)
+				accept_resume(w);
+			w->accept_owned_mark = owned;
 		}
 		if (w->draining && w->n_conns == 0)
 			break;

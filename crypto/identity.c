@@ -357,8 +357,8 @@ static int load_identity(zr_identity_store_t *st, struct ident *id, const zr_ide
 		struct tm tm;
 		if (gmtime_r(&id->info.not_after, &tm))
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		zr_warn("tls", "certificate %s for %s expired at %s: it is not presented until replaced", id->cert_path,
-			id->identity, when);
+		zr_warn_unlimited("tls", "certificate %s for %s expired at %s: it is not presented until replaced",
+				  id->cert_path, id->identity, when);
 	}
 	return 0;
 }

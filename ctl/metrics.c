@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ctl/server.h"
+#include "io/log.h"
 
 const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
 	"unknown_source",  "no_route",	      "no_endpoint", "no_identity", "connect_failed", "connect_timeout",
@@ -189,6 +190,25 @@ static void render_workers(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t
 	}
 }
 
+const char *const zr_accept_pause_names[ZR_ACCEPT_PAUSE__COUNT] = {"fd_limit", "memory", "error"};
+
+/* What bounds zring under floods: accepts paused at the fd limit, log lines
+ * dropped by the per-call-site rate limit (io/log.h). */
+static void render_limits(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_workers)
+{
+	family(out, "zring_worker_accept_paused_total", "counter",
+	       "Times a listener stopped accepting for a while (out of file descriptors or memory), by reason");
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		for (int r = 0; r < ZR_ACCEPT_PAUSE__COUNT; r++)
+			zr_strbuf_printf(out, "zring_worker_accept_paused_total{worker=\"%zu\",reason=\"%s\"} %llu\n",
+					 w, zr_accept_pause_names[r],
+					 (unsigned long long)zr_counter_get(&s->accept_paused[r]));
+	}
+	family(out, "zring_log_suppressed_total", "counter", "Log lines dropped by the per-call-site rate limit");
+	zr_strbuf_printf(out, "zring_log_suppressed_total %llu\n", zr_log_suppressed_total());
+}
+
 void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 {
 	size_t n_workers = hooks->n_workers(hooks->ctx);
@@ -207,4 +227,5 @@ void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 	label_value(out, ci && ci->record_layer ? ci->record_layer : "none");
 	zr_strbuf_puts(out, "\"} 1\n");
 	render_workers(out, hooks, n_workers);
+	render_limits(out, hooks, n_workers);
 }

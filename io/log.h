@@ -5,6 +5,8 @@
 #define ZR_IO_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 typedef enum zr_log_level {
 	ZR_LOG_ERROR = 0,
@@ -31,15 +33,69 @@ void zr_log_write(zr_log_level_t level, const char *scope, const char *fields, c
  * terminated, truncated to `cap`). Returns `out`. */
 char *zr_json_escape(const char *s, char *out, unsigned cap);
 
+/* Per-call-site rate limit. Every zr_log() call site owns a token bucket
+ * (a static zr_log_site_t declared by the macro): ZR_LOG_BURST lines at
+ * once, then one line per ZR_LOG_REFILL_MS. Lines over the limit are
+ * dropped and counted (per site, and process-wide for
+ * zring_log_suppressed_total); the site's next line that passes is
+ * preceded by one summary line naming the site and the count, and
+ * zr_log_flush_suppressed() writes the summaries of sites that went quiet.
+ * Lock-free (relaxed atomics): any thread. Sizing: 50 lines keep a burst of
+ * distinct events at start-up or around an incident whole; 5 lines/s keep a
+ * site someone keeps hitting visible while bounding it to ~20 KB/s (lines
+ * are at most 4 KiB, usually under 300 bytes), whatever a peer does. */
+#define ZR_LOG_BURST	 50u
+#define ZR_LOG_REFILL_MS 200u
+
+typedef struct zr_log_site {
+	_Atomic unsigned long long bucket;     /* refill time (ms) << 8 | tokens; 0 = full */
+	_Atomic unsigned long long suppressed; /* dropped since the last summary */
+	struct zr_log_site *_Atomic next;      /* registry of sites that dropped lines */
+	_Atomic int listed;
+	int level, line;
+	const char *scope, *file;
+} zr_log_site_t;
+
+/* Takes a token from `site` at `now_ms` (a monotonic clock in ms, > 0);
+ * returns false when the site is over its limit. Only counts tokens: see
+ * zr_log_admit. */
+bool zr_log_site_take(zr_log_site_t *site, unsigned long long now_ms);
+
+/* The macros' gate: takes a token now; on refusal counts the line as
+ * suppressed and returns false; on success first writes the site's pending
+ * summary, if any, and returns true. */
+bool zr_log_admit(zr_log_site_t *site, zr_log_level_t level, const char *scope, const char *file, int line);
+
+/* Writes a summary line for every site with suppressed lines pending. The
+ * control thread calls it about once a second. Any thread. */
+void zr_log_flush_suppressed(void);
+
+/* Lines dropped by the rate limit since start (zring_log_suppressed_total). */
+unsigned long long zr_log_suppressed_total(void);
+
 #define ZR_LOG_ENABLED(lvl) ((lvl) <= zr_log_get_level())
-#define zr_log(lvl, scope, ...)                                          \
-	do {                                                             \
-		if (ZR_LOG_ENABLED(lvl))                                 \
-			zr_log_write((lvl), (scope), NULL, __VA_ARGS__); \
+#define zr_log(lvl, scope, ...)                                                              \
+	do {                                                                                 \
+		if (ZR_LOG_ENABLED(lvl)) {                                                   \
+			static zr_log_site_t zr_log_site_;                                   \
+			if (zr_log_admit(&zr_log_site_, (lvl), (scope), __FILE__, __LINE__)) \
+				zr_log_write((lvl), (scope), NULL, __VA_ARGS__);             \
+		}                                                                            \
 	} while (0)
 #define zr_err(scope, ...)   zr_log(ZR_LOG_ERROR, scope, __VA_ARGS__)
 #define zr_warn(scope, ...)  zr_log(ZR_LOG_WARN, scope, __VA_ARGS__)
 #define zr_info(scope, ...)  zr_log(ZR_LOG_INFO, scope, __VA_ARGS__)
 #define zr_debug(scope, ...) zr_log(ZR_LOG_DEBUG, scope, __VA_ARGS__)
+
+/* Without the rate limit: only for lines whose number the configuration
+ * bounds, written at start-up or reload on the control thread (one line per
+ * certificate, per listener). Never on a path a peer can drive. */
+#define zr_log_unlimited(lvl, scope, ...)                                \
+	do {                                                             \
+		if (ZR_LOG_ENABLED(lvl))                                 \
+			zr_log_write((lvl), (scope), NULL, __VA_ARGS__); \
+	} while (0)
+#define zr_warn_unlimited(scope, ...) zr_log_unlimited(ZR_LOG_WARN, scope, __VA_ARGS__)
+#define zr_info_unlimited(scope, ...) zr_log_unlimited(ZR_LOG_INFO, scope, __VA_ARGS__)
 
 #endif

@@ -96,6 +96,7 @@ int main(void)
 	zr_counter_add(&f.stats[1].refused[ZR_REFUSE_NO_ROUTE], 4);
 	zr_counter_add(&f.stats[0].relay_bytes_up, 5);
 	zr_counter_add(&f.stats[1].connections_active, 6);
+	zr_counter_add(&f.stats[1].accept_paused[ZR_ACCEPT_PAUSE_FD_LIMIT], 3);
 
 	zr_strbuf_t out = ZR_STRBUF_INIT;
 	zr_metrics_render(&out, &hooks);
@@ -127,6 +128,10 @@ int main(void)
 		     "zring_worker_connections_active{worker=\"1\"} 6\n") != NULL,
 	   "active connections gauge");
 	is(count(t, "zring_connections_refused_total{worker=\"0\","), ZR_REFUSE__COUNT, "every reason listed");
+	ok(strstr(t, "zring_worker_accept_paused_total{worker=\"1\",reason=\"fd_limit\"} 3\n") != NULL,
+	   "accept pauses by worker and reason");
+	ok(strstr(t, "# TYPE zring_log_suppressed_total counter\nzring_log_suppressed_total 0\n") != NULL,
+	   "log lines dropped by the rate limit");
 
 	bool have_promtool = access("/usr/bin/promtool", X_OK) == 0;
 	if (have_promtool)

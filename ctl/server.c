@@ -1,7 +1,15 @@
 /* The control thread's HTTP servers (metrics, readiness, admin): one thread,
  * one poll() loop, non-blocking sockets, one request per connection. The
  * clients are operators and scrapers, not the data path, so simplicity and
- * robustness against garbage beat throughput here. */
+ * robustness against garbage beat throughput here.
+ *
+ * Each server has its own pool of client slots, so that a flood on one (the
+ * metrics port listens on every address) never takes a slot from another;
+ * readiness is handled first in every loop turn. When a pool is full, the
+ * connection that has been waiting longest without a complete request head
+ * makes room for the new one: a slow client can delay nobody but other slow
+ * clients. Each server keeps a spare descriptor, given up for one accept when
+ * the process is out of descriptors, so that the probes still get an answer. */
 #include "ctl/server.h"
 
 #include <arpa/inet.h>
@@ -20,11 +28,21 @@
 
 #include "io/log.h"
 
-#define MAX_CLIENTS	  256
+#define METRICS_CLIENTS	  64 /* scrapers: a handful; the port is open to the node network */
+#define READINESS_CLIENTS 16 /* the kubelet's probe, one at a time */
+#define ADMIN_CLIENTS	  16 /* loopback only: operators and `zring ctl` */
+#define MAX_POOL	  METRICS_CLIENTS
+#define MAX_CLIENTS	  (METRICS_CLIENTS + READINESS_CLIENTS + ADMIN_CLIENTS)
 #define REQ_MAX		  8192 /* request line + headers */
-#define IO_TIMEOUT_MS	  5000 /* whole request head; then write idle time */
+/* The whole request head, from accept. Probes, scrapers and `zring ctl` send
+ * theirs in one segment right after connecting; 2 s is far beyond any
+ * loopback or node-network delay and frees a stalled slot quickly. */
+#define HEAD_TIMEOUT_MS	  2000
+#define WRITE_TIMEOUT_MS  5000 /* idle time while writing the response */
 #define LINGER_TIMEOUT_MS 1000 /* discard unread input after the response */
 #define LINGER_MAX	  (1u << 20)
+#define ACCEPT_BATCH	  32	/* per listener and loop turn: no listener starves the others */
+#define WARN_INTERVAL_MS  10000 /* at most one eviction / descriptor warning per server */
 
 enum client_state {
 	READING,
@@ -38,7 +56,7 @@ struct client {
 	enum client_state state;
 	bool quit_after; /* call hooks.quit once the response is out */
 	size_t in_len, out_off, discarded;
-	int64_t deadline_ms;
+	int64_t accepted_ms, deadline_ms;
 	zr_strbuf_t out;
 	char in[REQ_MAX];
 };
@@ -49,10 +67,21 @@ struct zr_ctl_servers {
 	int wake[2];
 	int lfd[ZR_CTL__COUNT];
 	unsigned port[ZR_CTL__COUNT];
-	int64_t accept_paused_until;
-	struct client *clients[MAX_CLIENTS];
-	size_t n_clients;
+	int reserve[ZR_CTL__COUNT]; /* spare descriptor (/dev/null), -1 while spent */
+	int64_t accept_paused_until[ZR_CTL__COUNT];
+	int64_t warned_ms[ZR_CTL__COUNT];
+	unsigned long evicted[ZR_CTL__COUNT], refused[ZR_CTL__COUNT]; /* since the last warning */
+	struct pool {
+		struct client *c[MAX_POOL];
+		size_t n;
+	} pool[ZR_CTL__COUNT];
 };
+
+static const size_t pool_cap[ZR_CTL__COUNT] = {
+	[ZR_CTL_METRICS] = METRICS_CLIENTS, [ZR_CTL_READINESS] = READINESS_CLIENTS, [ZR_CTL_ADMIN] = ADMIN_CLIENTS};
+
+/* Readiness first: the kubelet's probe must not wait behind a scrape. */
+static const zr_ctl_listener_t serve_order[ZR_CTL__COUNT] = {ZR_CTL_READINESS, ZR_CTL_ADMIN, ZR_CTL_METRICS};
 
 struct request {
 	char method[16];
@@ -100,7 +129,7 @@ static void respond(struct client *c, int status, const char *ctype, const char 
 	zr_strbuf_append(&c->out, body, len);
 	c->state = WRITING;
 	c->out_off = 0;
-	c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+	c->deadline_ms = now_ms() + WRITE_TIMEOUT_MS;
 }
 
 static void respond_text(struct client *c, int status, const char *extra, const char *body)
@@ -311,7 +340,7 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 		respond_buf(c, prom_type, &body);
 		break;
 	case R_READY: {
-		char pending[256] = "";
+		char pending[1024] = "";
 		if (srv->hooks.ready(srv->hooks.ctx, pending, sizeof(pending))) {
 			respond_text(c, 200, NULL, "ready\n");
 		} else {
@@ -342,13 +371,14 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 	}
 }
 
-static void client_close(struct zr_ctl_servers *srv, size_t i)
+static void client_close(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, size_t i)
 {
-	struct client *c = srv->clients[i];
+	struct pool *p = &srv->pool[kind];
+	struct client *c = p->c[i];
 	close(c->fd);
 	zr_strbuf_free(&c->out);
 	free(c);
-	srv->clients[i] = srv->clients[--srv->n_clients];
+	p->c[i] = p->c[--p->n];
 }
 
 /* Returns false when the client is finished and must be closed. */
@@ -396,7 +426,7 @@ static bool client_write(struct zr_ctl_servers *srv, struct client *c)
 		if (n < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK;
 		c->out_off += (size_t)n;
-		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+		c->deadline_ms = now_ms() + WRITE_TIMEOUT_MS;
 	}
 	if (c->quit_after) {
 		c->quit_after = false;
@@ -410,18 +440,83 @@ static bool client_write(struct zr_ctl_servers *srv, struct client *c)
 	return client_read(srv, c);
 }
 
+static int open_reserve(void)
+{
+	return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Takes back the spare descriptors given up at EMFILE, as soon as the
+ * process has one again. */
+static void refill_reserves(struct zr_ctl_servers *srv)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->lfd[k] >= 0 && srv->reserve[k] < 0)
+			srv->reserve[k] = open_reserve();
+}
+
+/* One warning per server per WARN_INTERVAL_MS, with what happened since. */
+static void warn_pressure(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, const char *why)
+{
+	int64_t now = now_ms();
+	if (srv->warned_ms[kind] && now - srv->warned_ms[kind] < WARN_INTERVAL_MS)
+		return;
+	srv->warned_ms[kind] = now;
+	zr_warn("ctl",
+		"%s: %s (%zu clients, limit %zu; %lu slow clients evicted, %lu connections refused since the last "
+		"warning)",
+		listener_names[kind], why, srv->pool[kind].n, pool_cap[kind], srv->evicted[kind], srv->refused[kind]);
+	srv->evicted[kind] = srv->refused[kind] = 0;
+}
+
+/* Makes room in a full pool: closes the oldest client that has not sent a
+ * complete request head (or is only lingering after its response). Returns
+ * false when every slot is writing a response. */
+static bool evict_one(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
+{
+	struct pool *p = &srv->pool[kind];
+	size_t victim = SIZE_MAX;
+	for (size_t i = 0; i < p->n; i++)
+		if (p->c[i]->state != WRITING &&
+		    (victim == SIZE_MAX || p->c[i]->accepted_ms < p->c[victim]->accepted_ms))
+			victim = i;
+	if (victim == SIZE_MAX)
+		return false;
+	client_close(srv, kind, victim);
+	srv->evicted[kind]++;
+	warn_pressure(srv, kind, "client limit reached, evicting the oldest incomplete requests");
+	return true;
+}
+
 static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 {
-	for (;;) {
+	for (int batch = 0; batch < ACCEPT_BATCH; batch++) {
 		int fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && srv->reserve[kind] >= 0) {
+			/* Out of descriptors (workers hold them all): give up the
+			 * spare for this client; refill_reserves takes it back. */
+			close(srv->reserve[kind]);
+			srv->reserve[kind] = -1;
+			fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (fd >= 0)
+				warn_pressure(srv, kind, "out of file descriptors, serving on the spare one");
+		}
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				zr_warn("ctl", "%s: accept: %s", listener_names[kind], strerror(errno));
-				srv->accept_paused_until = now_ms() + 100;
+				/* Leave the connection queued and look again shortly,
+				 * rather than spinning on a listener that stays readable. */
+				warn_pressure(srv, kind, strerror(errno));
+				srv->accept_paused_until[kind] = now_ms() + 100;
 			}
 			return;
 		}
-		struct client *c = srv->n_clients < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+		struct pool *p = &srv->pool[kind];
+		if (p->n >= pool_cap[kind] && !evict_one(srv, kind)) {
+			srv->refused[kind]++;
+			warn_pressure(srv, kind, "client limit reached, every client is being answered");
+			close(fd);
+			continue;
+		}
+		struct client *c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
 			continue;
@@ -429,8 +524,31 @@ static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 		c->fd = fd;
 		c->kind = kind;
 		c->state = READING;
-		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
-		srv->clients[srv->n_clients++] = c;
+		c->accepted_ms = now_ms();
+		c->deadline_ms = c->accepted_ms + HEAD_TIMEOUT_MS;
+		p->c[p->n++] = c;
+	}
+}
+
+static void handle_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, const struct pollfd *pfd, bool polled)
+{
+	struct pool *p = &srv->pool[kind];
+	/* Backwards, so that removing by swapping in the last client only
+	 * moves clients already handled this turn. */
+	for (size_t i = p->n; i-- > 0;) {
+		struct client *c = p->c[i];
+		short rev = polled ? pfd[i].revents : 0;
+		bool keep = true;
+		if (rev & POLLNVAL)
+			keep = false;
+		else if (rev && c->state != WRITING)
+			keep = client_read(srv, c);
+		if (keep && c->state == WRITING)
+			keep = client_write(srv, c);
+		if (keep && now_ms() >= c->deadline_ms)
+			keep = false;
+		if (!keep)
+			client_close(srv, kind, i);
 	}
 }
 
@@ -438,19 +556,27 @@ static void *server_thread(void *arg)
 {
 	struct zr_ctl_servers *srv = arg;
 	struct pollfd pfd[1 + ZR_CTL__COUNT + MAX_CLIENTS];
+	size_t lidx[ZR_CTL__COUNT], cidx[ZR_CTL__COUNT];
 	for (;;) {
 		int64_t now = now_ms();
-		bool accepting = now >= srv->accept_paused_until;
 		size_t n = 0;
+		int64_t next = now + 1000;
 		pfd[n++] = (struct pollfd){.fd = srv->wake[0], .events = POLLIN};
-		for (int k = 0; k < ZR_CTL__COUNT; k++)
+		for (int o = 0; o < ZR_CTL__COUNT; o++) {
+			zr_ctl_listener_t k = serve_order[o];
+			bool accepting = now >= srv->accept_paused_until[k];
+			if (!accepting && srv->accept_paused_until[k] < next)
+				next = srv->accept_paused_until[k];
+			lidx[k] = n;
 			pfd[n++] = (struct pollfd){.fd = accepting ? srv->lfd[k] : -1, .events = POLLIN};
-		int64_t next = now + (accepting ? 1000 : 100);
-		for (size_t i = 0; i < srv->n_clients; i++) {
-			struct client *c = srv->clients[i];
-			pfd[n++] = (struct pollfd){.fd = c->fd, .events = c->state == WRITING ? POLLOUT : POLLIN};
-			if (c->deadline_ms < next)
-				next = c->deadline_ms;
+			cidx[k] = n;
+			for (size_t i = 0; i < srv->pool[k].n; i++) {
+				struct client *c = srv->pool[k].c[i];
+				pfd[n++] =
+					(struct pollfd){.fd = c->fd, .events = c->state == WRITING ? POLLOUT : POLLIN};
+				if (c->deadline_ms < next)
+					next = c->deadline_ms;
+			}
 		}
 		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
 		if (rc < 0 && errno != EINTR) {
@@ -459,27 +585,13 @@ static void *server_thread(void *arg)
 		}
 		if (rc > 0 && pfd[0].revents)
 			return NULL;
-		now = now_ms();
-		/* Backwards, so that removing by swapping in the last client only
-		 * moves clients already handled this turn. */
-		for (size_t i = srv->n_clients; i-- > 0;) {
-			struct client *c = srv->clients[i];
-			short rev = rc > 0 ? pfd[1 + ZR_CTL__COUNT + i].revents : 0;
-			bool keep = true;
-			if (rev & POLLNVAL)
-				keep = false;
-			else if (rev && c->state != WRITING)
-				keep = client_read(srv, c);
-			if (keep && c->state == WRITING)
-				keep = client_write(srv, c);
-			if (keep && now_ms() >= c->deadline_ms)
-				keep = false;
-			if (!keep)
-				client_close(srv, i);
+		for (int o = 0; o < ZR_CTL__COUNT; o++) {
+			zr_ctl_listener_t k = serve_order[o];
+			handle_clients(srv, k, &pfd[cidx[k]], rc > 0);
+			if (rc > 0 && (pfd[lidx[k]].revents & POLLIN))
+				accept_clients(srv, k);
 		}
-		for (int k = 0; rc > 0 && k < ZR_CTL__COUNT; k++)
-			if (pfd[1 + k].revents & POLLIN)
-				accept_clients(srv, (zr_ctl_listener_t)k);
+		refill_reserves(srv);
 	}
 }
 
@@ -525,8 +637,12 @@ static void release(struct zr_ctl_servers *srv)
 	for (int i = 0; i < 2; i++)
 		if (srv->wake[i] >= 0)
 			close(srv->wake[i]);
-	while (srv->n_clients)
-		client_close(srv, srv->n_clients - 1);
+	for (int k = 0; k < ZR_CTL__COUNT; k++) {
+		while (srv->pool[k].n)
+			client_close(srv, (zr_ctl_listener_t)k, srv->pool[k].n - 1);
+		if (srv->reserve[k] >= 0)
+			close(srv->reserve[k]);
+	}
 	free(srv);
 }
 
@@ -546,11 +662,14 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 	srv->hooks = *hooks;
 	srv->wake[0] = srv->wake[1] = -1;
 	for (int k = 0; k < ZR_CTL__COUNT; k++)
-		srv->lfd[k] = -1;
+		srv->lfd[k] = srv->reserve[k] = -1;
 	int rc = 0;
 	for (int k = 0; k < ZR_CTL__COUNT && rc == 0; k++)
-		if (lc[k]->enabled)
+		if (lc[k]->enabled) {
 			rc = listen_on(&lc[k]->addr, listener_names[k], &srv->lfd[k], &srv->port[k]);
+			if (rc == 0 && (srv->reserve[k] = open_reserve()) < 0)
+				rc = -errno;
+		}
 	if (rc == 0 && pipe2(srv->wake, O_NONBLOCK | O_CLOEXEC) < 0)
 		rc = -errno;
 	if (rc == 0) {

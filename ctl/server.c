@@ -8,15 +8,20 @@
  * readiness is handled first in every loop turn. When a pool is full, the
  * connection that has been waiting longest without a complete request head
  * makes room for the new one: a slow client can delay nobody but other slow
- * clients. Each server keeps a spare descriptor, given up for one accept when
- * the process is out of descriptors, so that the probes still get an answer. */
+ * clients. The thread has a descriptor table of its own, so that workers
+ * holding every descriptor the process may have cannot starve it; where that
+ * is refused, each server keeps a spare descriptor, given up for one accept
+ * when the process is out of descriptors, so that the probes still answer. */
 #include "ctl/server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/log.h"
@@ -68,6 +74,8 @@ struct zr_ctl_servers {
 	int lfd[ZR_CTL__COUNT];
 	unsigned port[ZR_CTL__COUNT];
 	int reserve[ZR_CTL__COUNT]; /* spare descriptor (/dev/null), -1 while spent */
+	int null_fd;		    /* /dev/null, the source of dup3 refills */
+	sem_t started;		    /* posted once the thread has its descriptors */
 	int64_t accept_paused_until[ZR_CTL__COUNT];
 	int64_t warned_ms[ZR_CTL__COUNT];
 	unsigned long evicted[ZR_CTL__COUNT], refused[ZR_CTL__COUNT]; /* since the last warning */
@@ -371,11 +379,27 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 	}
 }
 
+static int open_reserve(void)
+{
+	return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Closes a client. While a server's spare descriptor is spent, the client's
+ * descriptor becomes the new spare instead (dup3 replaces the socket with
+ * /dev/null in one step): closing it would hand the slot to a worker
+ * retrying accept, and the spare would stay lost while they hold the rest. */
 static void client_close(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, size_t i)
 {
 	struct pool *p = &srv->pool[kind];
 	struct client *c = p->c[i];
-	close(c->fd);
+	int spent = -1;
+	for (int o = 0; o < ZR_CTL__COUNT && spent < 0; o++)
+		if (srv->lfd[serve_order[o]] >= 0 && srv->reserve[serve_order[o]] < 0)
+			spent = serve_order[o];
+	if (spent >= 0 && srv->null_fd >= 0 && dup3(srv->null_fd, c->fd, O_CLOEXEC) == c->fd)
+		srv->reserve[spent] = c->fd;
+	else
+		close(c->fd);
 	zr_strbuf_free(&c->out);
 	free(c);
 	p->c[i] = p->c[--p->n];
@@ -440,11 +464,6 @@ static bool client_write(struct zr_ctl_servers *srv, struct client *c)
 	return client_read(srv, c);
 }
 
-static int open_reserve(void)
-{
-	return open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
 /* Takes back the spare descriptors given up at EMFILE, as soon as the
  * process has one again. */
 static void refill_reserves(struct zr_ctl_servers *srv)
@@ -493,7 +512,8 @@ static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 		int fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && srv->reserve[kind] >= 0) {
 			/* Out of descriptors (workers hold them all): give up the
-			 * spare for this client; refill_reserves takes it back. */
+			 * spare for this client; client_close (or refill_reserves)
+			 * takes it back. */
 			close(srv->reserve[kind]);
 			srv->reserve[kind] = -1;
 			fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -552,11 +572,89 @@ static void handle_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, c
 	}
 }
 
+static bool shared_fd_table; /* tests: as where unshare is refused */
+
+void zr_ctl_servers_share_fd_table(bool shared)
+{
+	shared_fd_table = shared;
+}
+
+static bool is_own_fd(const struct zr_ctl_servers *srv, int fd)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->lfd[k] == fd)
+			return true;
+	return fd == srv->wake[0] || fd == srv->wake[1];
+}
+
+/* Gives this thread a descriptor table of its own: a copy of the process's,
+ * less the sockets and io_uring rings that belong to others (a copy would
+ * keep a closed listener or connection alive). The workers can then fill the
+ * process's table up to RLIMIT_NOFILE and the servers still find descriptors
+ * here. Where unshare is refused (seccomp), the spares are all there is. */
+static void own_fd_table(struct zr_ctl_servers *srv)
+{
+	if (shared_fd_table)
+		return;
+	if (unshare(CLONE_FILES) < 0) {
+		zr_warn("ctl", "unshare(CLONE_FILES): %s; the servers share the workers' descriptor limit",
+			strerror(errno));
+		return;
+	}
+	DIR *d = opendir("/proc/thread-self/fd");
+	if (!d) {
+		zr_warn("ctl", "/proc/thread-self/fd: %s", strerror(errno));
+		return;
+	}
+	for (struct dirent *e; (e = readdir(d));) {
+		char *end, path[64], link[64] = "";
+		long fd = strtol(e->d_name, &end, 10);
+		if (end == e->d_name || *end || fd <= 2 || fd == dirfd(d) || is_own_fd(srv, (int)fd))
+			continue;
+		struct stat st;
+		snprintf(path, sizeof(path), "/proc/thread-self/fd/%ld", fd);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		link[n > 0 ? n : 0] = '\0';
+		if ((fstat((int)fd, &st) == 0 && S_ISSOCK(st.st_mode)) || strcmp(link, "anon_inode:[io_uring]") == 0)
+			close((int)fd);
+	}
+	closedir(d);
+}
+
+/* The thread's own descriptors: its table may be private, so they are
+ * opened and closed here, never on the main thread. */
+static void thread_fds_open(struct zr_ctl_servers *srv)
+{
+	srv->null_fd = open_reserve();
+	refill_reserves(srv);
+	if (srv->null_fd < 0)
+		zr_warn("ctl", "/dev/null: %s; no spare descriptors", strerror(errno));
+}
+
+static void *thread_fds_close(struct zr_ctl_servers *srv)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		while (srv->pool[k].n)
+			client_close(srv, (zr_ctl_listener_t)k, srv->pool[k].n - 1);
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->reserve[k] >= 0)
+			close(srv->reserve[k]);
+	if (srv->null_fd >= 0)
+		close(srv->null_fd);
+	srv->null_fd = -1;
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		srv->reserve[k] = -1;
+	return NULL;
+}
+
 static void *server_thread(void *arg)
 {
 	struct zr_ctl_servers *srv = arg;
 	struct pollfd pfd[1 + ZR_CTL__COUNT + MAX_CLIENTS];
 	size_t lidx[ZR_CTL__COUNT], cidx[ZR_CTL__COUNT];
+	own_fd_table(srv);
+	thread_fds_open(srv);
+	sem_post(&srv->started);
 	for (;;) {
 		int64_t now = now_ms();
 		size_t n = 0;
@@ -581,10 +679,10 @@ static void *server_thread(void *arg)
 		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
 		if (rc < 0 && errno != EINTR) {
 			zr_err("ctl", "poll: %s", strerror(errno));
-			return NULL;
+			return thread_fds_close(srv);
 		}
 		if (rc > 0 && pfd[0].revents)
-			return NULL;
+			return thread_fds_close(srv);
 		for (int o = 0; o < ZR_CTL__COUNT; o++) {
 			zr_ctl_listener_t k = serve_order[o];
 			handle_clients(srv, k, &pfd[cidx[k]], rc > 0);
@@ -637,13 +735,7 @@ static void release(struct zr_ctl_servers *srv)
 	for (int i = 0; i < 2; i++)
 		if (srv->wake[i] >= 0)
 			close(srv->wake[i]);
-	for (int k = 0; k < ZR_CTL__COUNT; k++) {
-		while (srv->pool[k].n)
-			client_close(srv, (zr_ctl_listener_t)k, srv->pool[k].n - 1);
-		if (srv->reserve[k] >= 0)
-			close(srv->reserve[k]);
-	}
-	free(srv);
+	free(srv); /* clients and spares: closed by the thread (thread_fds_close) */
 }
 
 int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr_ctl_servers_t **out)
@@ -663,13 +755,11 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 	srv->wake[0] = srv->wake[1] = -1;
 	for (int k = 0; k < ZR_CTL__COUNT; k++)
 		srv->lfd[k] = srv->reserve[k] = -1;
+	srv->null_fd = -1;
 	int rc = 0;
 	for (int k = 0; k < ZR_CTL__COUNT && rc == 0; k++)
-		if (lc[k]->enabled) {
+		if (lc[k]->enabled)
 			rc = listen_on(&lc[k]->addr, listener_names[k], &srv->lfd[k], &srv->port[k]);
-			if (rc == 0 && (srv->reserve[k] = open_reserve()) < 0)
-				rc = -errno;
-		}
 	if (rc == 0 && pipe2(srv->wake, O_NONBLOCK | O_CLOEXEC) < 0)
 		rc = -errno;
 	if (rc == 0) {
@@ -677,8 +767,12 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 		sigset_t all, old;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
+		sem_init(&srv->started, 0, 0);
 		rc = -pthread_create(&srv->thread, NULL, server_thread, srv);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		/* Its spares exist before anyone can use up the descriptors. */
+		while (rc == 0 && sem_wait(&srv->started) < 0 && errno == EINTR)
+			;
 	}
 	if (rc != 0) {
 		release(srv);

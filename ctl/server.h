@@ -56,6 +56,12 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 /* Stops the thread, closes the sockets, frees. */
 void zr_ctl_servers_stop(zr_ctl_servers_t *srv);
 
+/* The server thread normally takes a descriptor table of its own, so that
+ * workers using every descriptor the process may have cannot starve the
+ * probes. Tests: true keeps the process's (as where unshare is refused), for
+ * servers started after the call. */
+void zr_ctl_servers_share_fd_table(bool shared);
+
 typedef enum zr_ctl_listener {
 	ZR_CTL_METRICS = 0,
 	ZR_CTL_READINESS,

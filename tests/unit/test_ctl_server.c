@@ -441,9 +441,11 @@ static void test_limits(unsigned mport, unsigned rport, unsigned aport)
 }
 
 /* With every descriptor of the process in use, each server still answers:
- * it gives up its spare descriptor for the accept, and takes it back. */
-static void test_emfile(unsigned mport, unsigned rport, unsigned aport)
+ * from its own descriptor table, or (shared table) by giving up its spare
+ * descriptor for the accept and taking it back. */
+static void test_emfile(unsigned mport, unsigned rport, unsigned aport, const char *how)
 {
+	diag("out of descriptors, %s", how);
 	struct rlimit old, low;
 	getrlimit(RLIMIT_NOFILE, &old);
 	low = old;
@@ -526,7 +528,15 @@ int main(void)
 	test_routes(mport, rport, aport, &f);
 	test_abuse(mport);
 	test_limits(mport, rport, aport);
-	test_emfile(mport, rport, aport);
+	test_emfile(mport, rport, aport, "the servers' own descriptor table");
+	zr_ctl_servers_t *shared = NULL;
+	zr_ctl_servers_share_fd_table(true);
+	if (ok(zr_ctl_servers_start(&f.cfg, &hooks, &shared) == 0, "servers on the process's descriptor table start")) {
+		test_emfile(zr_ctl_servers_port(shared, ZR_CTL_METRICS), zr_ctl_servers_port(shared, ZR_CTL_READINESS),
+			    zr_ctl_servers_port(shared, ZR_CTL_ADMIN), "spare descriptors");
+		zr_ctl_servers_stop(shared);
+	}
+	zr_ctl_servers_share_fd_table(false);
 	test_cli(aport);
 
 	zr_config_t other = f.cfg;

@@ -529,13 +529,15 @@ class Node:
         return self.addr('socks5')
 
     # -- process
-    def start(self, wait_ready=True, ready_timeout=10.0, args=None):
+    def start(self, wait_ready=True, ready_timeout=10.0, args=None, nofile=None):
         """Starts zring. With wait_ready, returns True once /healthz/ready is 200
-        (records a 'not ok' with the log tail otherwise)."""
+        (records a 'not ok' with the log tail otherwise). nofile: RLIMIT_NOFILE
+        (soft and hard) for the process."""
         self.log = open(self.log_path, 'ab')
         cmd = [ZRING] + (args if args is not None else ['--config', self.config_path])
+        pre = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=self.dir)
+                                     stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=pre)
         self.expect_running = True
         if not wait_ready:
             return True

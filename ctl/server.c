@@ -506,9 +506,12 @@ static bool evict_one(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 	return true;
 }
 
+/* At most half a pool per turn, so that a client accepted in this turn is
+ * never evicted before the next turn has read what it sent. */
 static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 {
-	for (int batch = 0; batch < ACCEPT_BATCH; batch++) {
+	size_t batch_max = pool_cap[kind] / 2 < ACCEPT_BATCH ? pool_cap[kind] / 2 : ACCEPT_BATCH;
+	for (size_t batch = 0; batch < batch_max; batch++) {
 		int fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && srv->reserve[kind] >= 0) {
 			/* Out of descriptors (workers hold them all): give up the
@@ -547,6 +550,10 @@ static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 		c->accepted_ms = now_ms();
 		c->deadline_ms = c->accepted_ms + HEAD_TIMEOUT_MS;
 		p->c[p->n++] = c;
+		/* A probe sends its head right after connecting: it is often
+		 * here already, and then answered before any eviction. */
+		if (!client_read(srv, c) || (c->state == WRITING && !client_write(srv, c)))
+			client_close(srv, kind, p->n - 1);
 	}
 }
 

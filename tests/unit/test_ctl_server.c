@@ -3,6 +3,7 @@
  * the server from answering the next request. Also drives `zring ctl`. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +393,32 @@ static double mono(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+struct flood {
+	unsigned port;
+	atomic_bool stop;
+	int opened;
+};
+
+/* Keeps connecting and sending half a request head, holding the last 200. */
+static void *flooder(void *arg)
+{
+	struct flood *fl = arg;
+	int ring[200];
+	for (size_t i = 0; i < 200; i++)
+		ring[i] = -1;
+	for (size_t i = 0; !atomic_load(&fl->stop); i = (i + 1) % 200) {
+		if (ring[i] >= 0)
+			close(ring[i]);
+		ring[i] = connect_to(fl->port);
+		if (ring[i] >= 0 && send(ring[i], "GET /hea", 8, MSG_NOSIGNAL) == 8)
+			fl->opened++;
+	}
+	for (size_t i = 0; i < 200; i++)
+		if (ring[i] >= 0)
+			close(ring[i]);
+	return NULL;
+}
+
 /* Slow clients on the metrics port take no slot from readiness or admin, the
  * newest connection wins over the oldest incomplete one, and a request head
  * must be complete within the head timeout. */
@@ -424,6 +451,27 @@ static void test_limits(unsigned mport, unsigned rport, unsigned aport)
 	setsockopt(last, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	ssize_t n = last >= 0 ? recv(last, resp, 64, MSG_WAITALL) : -1;
 	ok(n > 12 && memcmp(resp, "HTTP/1.1 200", 12) == 0, "and is answered 200");
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+
+	/* The same on the readiness port itself: the probe's complete head wins. */
+	for (int i = 0; i < N; i++) {
+		fds[i] = connect_to(rport);
+		if (fds[i] >= 0 && send(fds[i], "GET /hea", 8, MSG_NOSIGNAL) != 8)
+			fds[i] = (close(fds[i]), -1);
+	}
+	struct flood fl = {.port = rport};
+	pthread_t th;
+	pthread_create(&th, NULL, flooder, &fl);
+	usleep(100 * 1000);
+	int answered = 0;
+	for (int i = 0; i < 20; i++)
+		answered += get(rport, "GET", "/healthz/ready") == 200;
+	atomic_store(&fl.stop, true);
+	pthread_join(th, NULL);
+	is(answered, 20, "readiness answers its probes among %d slow clients of its own and a flood of new ones (%d)",
+	   N, fl.opened);
 	for (int i = 0; i < N; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);

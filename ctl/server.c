@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl/http-int.h"
 #include "io/log.h"
 
 #define METRICS_CLIENTS	  64 /* scrapers: a handful; the port is open to the node network */
@@ -39,7 +40,6 @@
 #define ADMIN_CLIENTS	  16 /* loopback only: operators and `zring ctl` */
 #define MAX_POOL	  METRICS_CLIENTS
 #define MAX_CLIENTS	  (METRICS_CLIENTS + READINESS_CLIENTS + ADMIN_CLIENTS)
-#define REQ_MAX		  8192 /* request line + headers */
 /* The whole request head, from accept. Probes, scrapers and `zring ctl` send
  * theirs in one segment right after connecting; 2 s is far beyond any
  * loopback or node-network delay and frees a stalled slot quickly. */
@@ -90,12 +90,6 @@ static const size_t pool_cap[ZR_CTL__COUNT] = {
 
 /* Readiness first: the kubelet's probe must not wait behind a scrape. */
 static const zr_ctl_listener_t serve_order[ZR_CTL__COUNT] = {ZR_CTL_READINESS, ZR_CTL_ADMIN, ZR_CTL_METRICS};
-
-struct request {
-	char method[16];
-	char path[1024];
-	char query[1024];
-};
 
 static const char *const listener_names[ZR_CTL__COUNT] = {"metrics", "readiness", "admin"};
 
@@ -155,125 +149,11 @@ static void respond_buf(struct client *c, const char *ctype, zr_strbuf_t *body)
 	zr_strbuf_free(body);
 }
 
-static bool is_tchar(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool parse_request_line(const char *p, const char *eol, struct request *req)
-{
-	size_t n = 0;
-	while (p + n < eol && is_tchar((unsigned char)p[n]))
-		n++;
-	if (n == 0 || n >= sizeof(req->method) || p + n >= eol || p[n] != ' ')
-		return false;
-	memcpy(req->method, p, n);
-	req->method[n] = '\0';
-	p += n + 1;
-	const char *sp = memchr(p, ' ', (size_t)(eol - p));
-	if (!sp || *p != '/')
-		return false;
-	const char *q = memchr(p, '?', (size_t)(sp - p));
-	const char *path_end = q ? q : sp;
-	if ((size_t)(path_end - p) >= sizeof(req->path) || (q && (size_t)(sp - q - 1) >= sizeof(req->query)))
-		return false;
-	memcpy(req->path, p, (size_t)(path_end - p));
-	req->path[path_end - p] = '\0';
-	req->query[0] = '\0';
-	if (q) {
-		memcpy(req->query, q + 1, (size_t)(sp - q - 1));
-		req->query[sp - q - 1] = '\0';
-	}
-	sp++;
-	size_t vlen = (size_t)(eol - sp);
-	if (vlen && sp[vlen - 1] == '\r')
-		vlen--;
-	return vlen == 8 && memcmp(sp, "HTTP/1.", 7) == 0 && (sp[7] == '0' || sp[7] == '1');
-}
-
-/* Returns 0 when `buf` holds a complete, well-formed request head, -EAGAIN
- * when more bytes are needed, else the HTTP status to answer with. Rejects
- * as early as possible so garbage never waits for the timeout. */
-static int parse_request(const char *buf, size_t len, struct request *req)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)buf[i];
-		if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
-			return 400;
-	}
-	const char *eol = memchr(buf, '\n', len);
-	if (!eol) {
-		size_t n = 0;
-		while (n < len && is_tchar((unsigned char)buf[n]))
-			n++;
-		if ((n < len && buf[n] != ' ') || n >= sizeof(req->method))
-			return 400;
-		return len >= REQ_MAX ? 431 : -EAGAIN;
-	}
-	if (!parse_request_line(buf, eol, req))
-		return 400;
-	const char *end = buf + len;
-	for (const char *line = eol + 1;;) {
-		const char *next = memchr(line, '\n', (size_t)(end - line));
-		if (!next)
-			return len >= REQ_MAX ? 431 : -EAGAIN;
-		size_t llen = (size_t)(next - line);
-		if (llen && line[llen - 1] == '\r')
-			llen--;
-		if (llen == 0)
-			return 0;
-		size_t n = 0;
-		while (n < llen && is_tchar((unsigned char)line[n]))
-			n++;
-		if (n == 0 || n == llen || line[n] != ':')
-			return 400;
-		/* Bodies are never read, but a request that frames one in a way
-		 * we can't trust is refused (RFC 9112 §6.3). */
-		if (n == 14 && strncasecmp(line, "content-length", 14) == 0) {
-			const char *v = line + 15, *vend = line + llen;
-			while (v < vend && (*v == ' ' || *v == '\t'))
-				v++;
-			while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
-				vend--;
-			if (v == vend || vend - v > 9)
-				return 400;
-			for (const char *d = v; d < vend; d++)
-				if (*d < '0' || *d > '9')
-					return 400;
-		} else if (n == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
-			return 400;
-		}
-		line = next + 1;
-	}
-}
-
-/* Value of `key` in an application/x-www-form-urlencoded query, or NULL. */
-static const char *query_param(const char *query, const char *key, char *out, size_t cap)
-{
-	size_t klen = strlen(key);
-	for (const char *p = query; *p;) {
-		size_t n = strcspn(p, "&");
-		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
-			size_t vlen = n - klen - 1;
-			if (vlen >= cap)
-				return NULL;
-			memcpy(out, p + klen + 1, vlen);
-			out[vlen] = '\0';
-			return out;
-		}
-		p += n;
-		if (*p)
-			p++;
-	}
-	return NULL;
-}
-
 static void serve_logging(struct client *c, const struct request *req)
 {
 	char level[32], body[128];
 	zr_log_level_t lvl;
-	if (strcmp(req->method, "POST") == 0 && query_param(req->query, "level", level, sizeof(level))) {
+	if (strcmp(req->method, "POST") == 0 && zr_http_query_param(req->query, "level", level, sizeof(level))) {
 		if (zr_log_parse_level(level, &lvl) != 0) {
 			respond_text(c, 400, NULL, "bad level: use error, warn, info or debug\n");
 			return;
@@ -429,7 +309,7 @@ static bool client_read(struct zr_ctl_servers *srv, struct client *c)
 		}
 		c->in_len += (size_t)n;
 		struct request req;
-		int rc = parse_request(c->in, c->in_len, &req);
+		int rc = zr_http_parse_request(c->in, c->in_len, &req);
 		if (rc == -EAGAIN)
 			continue;
 		if (rc == 0)
@@ -599,6 +479,19 @@ static bool is_own_fd(const struct zr_ctl_servers *srv, int fd)
  * keep a closed listener or connection alive). The workers can then fill the
  * process's table up to RLIMIT_NOFILE and the servers still find descriptors
  * here. Where unshare is refused (seccomp), the spares are all there is. */
+static void drop_foreign(const struct zr_ctl_servers *srv, int fd)
+{
+	char path[64], link[64] = "";
+	struct stat st;
+	if (fd <= 2 || is_own_fd(srv, fd) || fstat(fd, &st) < 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/thread-self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	link[n > 0 ? n : 0] = '\0';
+	if (S_ISSOCK(st.st_mode) || strcmp(link, "anon_inode:[io_uring]") == 0)
+		close(fd);
+}
+
 static void own_fd_table(struct zr_ctl_servers *srv)
 {
 	if (shared_fd_table)
@@ -609,23 +502,16 @@ static void own_fd_table(struct zr_ctl_servers *srv)
 		return;
 	}
 	DIR *d = opendir("/proc/thread-self/fd");
-	if (!d) {
-		zr_warn("ctl", "/proc/thread-self/fd: %s", strerror(errno));
-		return;
-	}
-	for (struct dirent *e; (e = readdir(d));) {
-		char *end, path[64], link[64] = "";
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char *end;
 		long fd = strtol(e->d_name, &end, 10);
-		if (end == e->d_name || *end || fd <= 2 || fd == dirfd(d) || is_own_fd(srv, (int)fd))
-			continue;
-		struct stat st;
-		snprintf(path, sizeof(path), "/proc/thread-self/fd/%ld", fd);
-		ssize_t n = readlink(path, link, sizeof(link) - 1);
-		link[n > 0 ? n : 0] = '\0';
-		if ((fstat((int)fd, &st) == 0 && S_ISSOCK(st.st_mode)) || strcmp(link, "anon_inode:[io_uring]") == 0)
-			close((int)fd);
+		if (end != e->d_name && !*end && fd != dirfd(d))
+			drop_foreign(srv, (int)fd);
 	}
-	closedir(d);
+	for (int fd = 3; !d && fd < 65536; fd++) /* no /proc: the copies are low-numbered */
+		drop_foreign(srv, fd);
+	if (d)
+		closedir(d);
 }
 
 /* The thread's own descriptors: its table may be private, so they are
@@ -648,9 +534,6 @@ static void *thread_fds_close(struct zr_ctl_servers *srv)
 			close(srv->reserve[k]);
 	if (srv->null_fd >= 0)
 		close(srv->null_fd);
-	srv->null_fd = -1;
-	for (int k = 0; k < ZR_CTL__COUNT; k++)
-		srv->reserve[k] = -1;
 	return NULL;
 }
 

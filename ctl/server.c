@@ -497,7 +497,7 @@ static void own_fd_table(struct zr_ctl_servers *srv)
 	if (shared_fd_table)
 		return;
 	if (unshare(CLONE_FILES) < 0) {
-		zr_warn("ctl", "unshare(CLONE_FILES): %s; the servers share the workers' descriptor limit",
+		zr_info("ctl", "unshare(CLONE_FILES): %s; the servers share the workers' descriptors, with spares",
 			strerror(errno));
 		return;
 	}

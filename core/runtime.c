@@ -351,13 +351,72 @@ static void hook_dump_connections(void *ctx, zr_strbuf_t *out)
 	zr_strbuf_append(out, "]", 1);
 }
 
+/* A node with a certificate source (identity.certificates or a CA) needs a
+ * usable certificate for every local workload's identity: without one, every
+ * HBONE stream from or to that workload fails. A node with none configured is
+ * plaintext only and waits for nothing. */
+static bool wants_certificates(const zr_config_t *cfg)
+{
+	return cfg->identity.n_certificates > 0 || cfg->identity.ca_address;
+}
+
+/* Appends ", " (unless first) and the item to pending; "..." once full. */
+static void pending_add(char *pending, size_t cap, size_t *len, const char *what, const char *arg)
+{
+	if (*len >= cap)
+		return;
+	int n = snprintf(pending + *len, cap - *len, "%s%s%s", *len ? ", " : "", what, arg);
+	if (n < 0 || (size_t)n >= cap - *len) {
+		/* Truncated: end with ", ..." where it fits, and add nothing more. */
+		static const char more[] = ", ...";
+		if (cap > sizeof(more) && *len + sizeof(more) <= cap)
+			memcpy(pending + *len, more, sizeof(more));
+		*len = cap;
+		return;
+	}
+	*len += (size_t)n;
+}
+
 static bool hook_ready(void *ctx, char *pending, size_t cap)
 {
 	zr_runtime_t *rt = ctx;
-	if (atomic_load(&rt->ready))
-		return true;
-	snprintf(pending, cap, "workers");
-	return false;
+	size_t len = 0;
+	if (cap)
+		pending[0] = '\0';
+	if (!atomic_load(&rt->ready)) {
+		pending_add(pending, cap, &len, "workers", "");
+		return false;
+	}
+	pthread_mutex_lock(&rt->cfg_lock);
+	const zr_snapshot_t *s = rt->owned;
+	const zr_config_t *cfg = s->cfg;
+	bool ready = true;
+	for (size_t i = 0; wants_certificates(cfg) && i < cfg->state.n_workloads; i++) {
+		const zr_workload_t *w = &cfg->state.workloads[i];
+		if (!w->local || !w->identity || zr_identity_store_has(s->ids, w->identity))
+			continue;
+		bool listed = false;
+		for (size_t j = 0; j < i && !listed; j++)
+			listed = cfg->state.workloads[j].local && cfg->state.workloads[j].identity &&
+				 strcmp(cfg->state.workloads[j].identity, w->identity) == 0;
+		if (!listed)
+			pending_add(pending, cap, &len, "certificate for ", w->identity);
+		ready = false;
+	}
+	pthread_mutex_unlock(&rt->cfg_lock);
+	return ready;
+}
+
+static void hook_certificates(void *ctx, void (*fn)(void *arg, const char *identity, int64_t not_after), void *arg)
+{
+	zr_runtime_t *rt = ctx;
+	pthread_mutex_lock(&rt->cfg_lock);
+	const zr_identity_store_t *ids = rt->owned->ids;
+	for (size_t i = 0; i < zr_identity_store_count(ids); i++) {
+		const zr_cert_info_t *ci = zr_identity_store_info(ids, i);
+		fn(arg, ci->identity, (int64_t)ci->not_after);
+	}
+	pthread_mutex_unlock(&rt->cfg_lock);
 }
 
 static void hook_quit(void *ctx)
@@ -384,6 +443,7 @@ void zr_runtime_hooks(zr_runtime_t *rt, zr_ctl_hooks_t *hooks, int quit_fd)
 		.worker_stats = hook_worker_stats,
 		.dump_connections = hook_dump_connections,
 		.ready = hook_ready,
+		.certificates = hook_certificates,
 		.quit = hook_quit,
 		.crypto = hook_crypto,
 	};

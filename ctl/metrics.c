@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctl/server.h"
 #include "io/log.h"
@@ -209,6 +210,31 @@ static void render_limits(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t 
 	zr_strbuf_printf(out, "zring_log_suppressed_total %llu\n", zr_log_suppressed_total());
 }
 
+struct cert_expiry_ctx {
+	zr_strbuf_t *out;
+	int64_t now;
+};
+
+static void cert_expiry_line(void *arg, const char *identity, int64_t not_after)
+{
+	struct cert_expiry_ctx *x = arg;
+	zr_strbuf_puts(x->out, "zring_certificate_expiry_seconds{identity=\"");
+	label_value(x->out, identity);
+	zr_strbuf_printf(x->out, "\"} %lld\n", (long long)(not_after - x->now));
+}
+
+/* Seconds from now to each loaded certificate's notAfter; negative once it
+ * has expired (then it is no longer presented, and readiness says so). */
+static void render_cert_expiry(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
+{
+	family(out, "zring_certificate_expiry_seconds", "gauge",
+	       "Seconds until the certificate of each local identity expires (negative: expired)");
+	if (!hooks->certificates)
+		return;
+	struct cert_expiry_ctx x = {out, (int64_t)time(NULL)};
+	hooks->certificates(hooks->ctx, cert_expiry_line, &x);
+}
+
 void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 {
 	size_t n_workers = hooks->n_workers(hooks->ctx);
@@ -228,4 +254,5 @@ void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 	zr_strbuf_puts(out, "\"} 1\n");
 	render_workers(out, hooks, n_workers);
 	render_limits(out, hooks, n_workers);
+	render_cert_expiry(out, hooks);
 }

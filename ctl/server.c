@@ -1,14 +1,27 @@
 /* The control thread's HTTP servers (metrics, readiness, admin): one thread,
  * one poll() loop, non-blocking sockets, one request per connection. The
  * clients are operators and scrapers, not the data path, so simplicity and
- * robustness against garbage beat throughput here. */
+ * robustness against garbage beat throughput here.
+ *
+ * Each server has its own pool of client slots, so that a flood on one (the
+ * metrics port listens on every address) never takes a slot from another;
+ * readiness is handled first in every loop turn. When a pool is full, the
+ * connection that has been waiting longest without a complete request head
+ * makes room for the new one: a slow client can delay nobody but other slow
+ * clients. The thread has a descriptor table of its own, so that workers
+ * holding every descriptor the process may have cannot starve it; where that
+ * is refused, each server keeps a spare descriptor, given up for one accept
+ * when the process is out of descriptors, so that the probes still answer. */
 #include "ctl/server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,15 +29,26 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl/http-int.h"
 #include "io/log.h"
 
-#define MAX_CLIENTS	  256
-#define REQ_MAX		  8192 /* request line + headers */
-#define IO_TIMEOUT_MS	  5000 /* whole request head; then write idle time */
+#define METRICS_CLIENTS	  64 /* scrapers: a handful; the port is open to the node network */
+#define READINESS_CLIENTS 16 /* the kubelet's probe, one at a time */
+#define ADMIN_CLIENTS	  16 /* loopback only: operators and `zring ctl` */
+#define MAX_POOL	  METRICS_CLIENTS
+#define MAX_CLIENTS	  (METRICS_CLIENTS + READINESS_CLIENTS + ADMIN_CLIENTS)
+/* The whole request head, from accept. Probes, scrapers and `zring ctl` send
+ * theirs in one segment right after connecting; 2 s is far beyond any
+ * loopback or node-network delay and frees a stalled slot quickly. */
+#define HEAD_TIMEOUT_MS	  2000
+#define WRITE_TIMEOUT_MS  5000 /* idle time while writing the response */
 #define LINGER_TIMEOUT_MS 1000 /* discard unread input after the response */
 #define LINGER_MAX	  (1u << 20)
+#define ACCEPT_BATCH	  32	/* per listener and loop turn: no listener starves the others */
+#define WARN_INTERVAL_MS  10000 /* at most one eviction / descriptor warning per server */
 
 enum client_state {
 	READING,
@@ -38,7 +62,7 @@ struct client {
 	enum client_state state;
 	bool quit_after; /* call hooks.quit once the response is out */
 	size_t in_len, out_off, discarded;
-	int64_t deadline_ms;
+	int64_t accepted_ms, deadline_ms;
 	zr_strbuf_t out;
 	char in[REQ_MAX];
 };
@@ -49,16 +73,23 @@ struct zr_ctl_servers {
 	int wake[2];
 	int lfd[ZR_CTL__COUNT];
 	unsigned port[ZR_CTL__COUNT];
-	int64_t accept_paused_until;
-	struct client *clients[MAX_CLIENTS];
-	size_t n_clients;
+	int reserve[ZR_CTL__COUNT]; /* spare descriptor (/dev/null), -1 while spent */
+	int null_fd;		    /* /dev/null, the source of dup3 refills */
+	sem_t started;		    /* posted once the thread has its descriptors */
+	int64_t accept_paused_until[ZR_CTL__COUNT];
+	int64_t warned_ms[ZR_CTL__COUNT];
+	unsigned long evicted[ZR_CTL__COUNT], refused[ZR_CTL__COUNT]; /* since the last warning */
+	struct pool {
+		struct client *c[MAX_POOL];
+		size_t n;
+	} pool[ZR_CTL__COUNT];
 };
 
-struct request {
-	char method[16];
-	char path[1024];
-	char query[1024];
-};
+static const size_t pool_cap[ZR_CTL__COUNT] = {
+	[ZR_CTL_METRICS] = METRICS_CLIENTS, [ZR_CTL_READINESS] = READINESS_CLIENTS, [ZR_CTL_ADMIN] = ADMIN_CLIENTS};
+
+/* Readiness first: the kubelet's probe must not wait behind a scrape. */
+static const zr_ctl_listener_t serve_order[ZR_CTL__COUNT] = {ZR_CTL_READINESS, ZR_CTL_ADMIN, ZR_CTL_METRICS};
 
 static const char *const listener_names[ZR_CTL__COUNT] = {"metrics", "readiness", "admin"};
 
@@ -100,7 +131,7 @@ static void respond(struct client *c, int status, const char *ctype, const char 
 	zr_strbuf_append(&c->out, body, len);
 	c->state = WRITING;
 	c->out_off = 0;
-	c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+	c->deadline_ms = now_ms() + WRITE_TIMEOUT_MS;
 }
 
 static void respond_text(struct client *c, int status, const char *extra, const char *body)
@@ -118,125 +149,11 @@ static void respond_buf(struct client *c, const char *ctype, zr_strbuf_t *body)
 	zr_strbuf_free(body);
 }
 
-static bool is_tchar(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool parse_request_line(const char *p, const char *eol, struct request *req)
-{
-	size_t n = 0;
-	while (p + n < eol && is_tchar((unsigned char)p[n]))
-		n++;
-	if (n == 0 || n >= sizeof(req->method) || p + n >= eol || p[n] != ' ')
-		return false;
-	memcpy(req->method, p, n);
-	req->method[n] = '\0';
-	p += n + 1;
-	const char *sp = memchr(p, ' ', (size_t)(eol - p));
-	if (!sp || *p != '/')
-		return false;
-	const char *q = memchr(p, '?', (size_t)(sp - p));
-	const char *path_end = q ? q : sp;
-	if ((size_t)(path_end - p) >= sizeof(req->path) || (q && (size_t)(sp - q - 1) >= sizeof(req->query)))
-		return false;
-	memcpy(req->path, p, (size_t)(path_end - p));
-	req->path[path_end - p] = '\0';
-	req->query[0] = '\0';
-	if (q) {
-		memcpy(req->query, q + 1, (size_t)(sp - q - 1));
-		req->query[sp - q - 1] = '\0';
-	}
-	sp++;
-	size_t vlen = (size_t)(eol - sp);
-	if (vlen && sp[vlen - 1] == '\r')
-		vlen--;
-	return vlen == 8 && memcmp(sp, "HTTP/1.", 7) == 0 && (sp[7] == '0' || sp[7] == '1');
-}
-
-/* Returns 0 when `buf` holds a complete, well-formed request head, -EAGAIN
- * when more bytes are needed, else the HTTP status to answer with. Rejects
- * as early as possible so garbage never waits for the timeout. */
-static int parse_request(const char *buf, size_t len, struct request *req)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)buf[i];
-		if ((ch < 0x20 && ch != '\r' && ch != '\n' && ch != '\t') || ch == 0x7f)
-			return 400;
-	}
-	const char *eol = memchr(buf, '\n', len);
-	if (!eol) {
-		size_t n = 0;
-		while (n < len && is_tchar((unsigned char)buf[n]))
-			n++;
-		if ((n < len && buf[n] != ' ') || n >= sizeof(req->method))
-			return 400;
-		return len >= REQ_MAX ? 431 : -EAGAIN;
-	}
-	if (!parse_request_line(buf, eol, req))
-		return 400;
-	const char *end = buf + len;
-	for (const char *line = eol + 1;;) {
-		const char *next = memchr(line, '\n', (size_t)(end - line));
-		if (!next)
-			return len >= REQ_MAX ? 431 : -EAGAIN;
-		size_t llen = (size_t)(next - line);
-		if (llen && line[llen - 1] == '\r')
-			llen--;
-		if (llen == 0)
-			return 0;
-		size_t n = 0;
-		while (n < llen && is_tchar((unsigned char)line[n]))
-			n++;
-		if (n == 0 || n == llen || line[n] != ':')
-			return 400;
-		/* Bodies are never read, but a request that frames one in a way
-		 * we can't trust is refused (RFC 9112 §6.3). */
-		if (n == 14 && strncasecmp(line, "content-length", 14) == 0) {
-			const char *v = line + 15, *vend = line + llen;
-			while (v < vend && (*v == ' ' || *v == '\t'))
-				v++;
-			while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
-				vend--;
-			if (v == vend || vend - v > 9)
-				return 400;
-			for (const char *d = v; d < vend; d++)
-				if (*d < '0' || *d > '9')
-					return 400;
-		} else if (n == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
-			return 400;
-		}
-		line = next + 1;
-	}
-}
-
-/* Value of `key` in an application/x-www-form-urlencoded query, or NULL. */
-static const char *query_param(const char *query, const char *key, char *out, size_t cap)
-{
-	size_t klen = strlen(key);
-	for (const char *p = query; *p;) {
-		size_t n = strcspn(p, "&");
-		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
-			size_t vlen = n - klen - 1;
-			if (vlen >= cap)
-				return NULL;
-			memcpy(out, p + klen + 1, vlen);
-			out[vlen] = '\0';
-			return out;
-		}
-		p += n;
-		if (*p)
-			p++;
-	}
-	return NULL;
-}
-
 static void serve_logging(struct client *c, const struct request *req)
 {
 	char level[32], body[128];
 	zr_log_level_t lvl;
-	if (strcmp(req->method, "POST") == 0 && query_param(req->query, "level", level, sizeof(level))) {
+	if (strcmp(req->method, "POST") == 0 && zr_http_query_param(req->query, "level", level, sizeof(level))) {
 		if (zr_log_parse_level(level, &lvl) != 0) {
 			respond_text(c, 400, NULL, "bad level: use error, warn, info or debug\n");
 			return;
@@ -311,7 +228,7 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 		respond_buf(c, prom_type, &body);
 		break;
 	case R_READY: {
-		char pending[256] = "";
+		char pending[1024] = "";
 		if (srv->hooks.ready(srv->hooks.ctx, pending, sizeof(pending))) {
 			respond_text(c, 200, NULL, "ready\n");
 		} else {
@@ -342,13 +259,30 @@ static void serve(struct zr_ctl_servers *srv, struct client *c, const struct req
 	}
 }
 
-static void client_close(struct zr_ctl_servers *srv, size_t i)
+static int open_reserve(void)
 {
-	struct client *c = srv->clients[i];
-	close(c->fd);
+	return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Closes a client. While a server's spare descriptor is spent, the client's
+ * descriptor becomes the new spare instead (dup3 replaces the socket with
+ * /dev/null in one step): closing it would hand the slot to a worker
+ * retrying accept, and the spare would stay lost while they hold the rest. */
+static void client_close(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, size_t i)
+{
+	struct pool *p = &srv->pool[kind];
+	struct client *c = p->c[i];
+	int spent = -1;
+	for (int o = 0; o < ZR_CTL__COUNT && spent < 0; o++)
+		if (srv->lfd[serve_order[o]] >= 0 && srv->reserve[serve_order[o]] < 0)
+			spent = serve_order[o];
+	if (spent >= 0 && srv->null_fd >= 0 && dup3(srv->null_fd, c->fd, O_CLOEXEC) == c->fd)
+		srv->reserve[spent] = c->fd;
+	else
+		close(c->fd);
 	zr_strbuf_free(&c->out);
 	free(c);
-	srv->clients[i] = srv->clients[--srv->n_clients];
+	p->c[i] = p->c[--p->n];
 }
 
 /* Returns false when the client is finished and must be closed. */
@@ -375,7 +309,7 @@ static bool client_read(struct zr_ctl_servers *srv, struct client *c)
 		}
 		c->in_len += (size_t)n;
 		struct request req;
-		int rc = parse_request(c->in, c->in_len, &req);
+		int rc = zr_http_parse_request(c->in, c->in_len, &req);
 		if (rc == -EAGAIN)
 			continue;
 		if (rc == 0)
@@ -396,7 +330,7 @@ static bool client_write(struct zr_ctl_servers *srv, struct client *c)
 		if (n < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK;
 		c->out_off += (size_t)n;
-		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
+		c->deadline_ms = now_ms() + WRITE_TIMEOUT_MS;
 	}
 	if (c->quit_after) {
 		c->quit_after = false;
@@ -410,18 +344,82 @@ static bool client_write(struct zr_ctl_servers *srv, struct client *c)
 	return client_read(srv, c);
 }
 
+/* Takes back the spare descriptors given up at EMFILE, as soon as the
+ * process has one again. */
+static void refill_reserves(struct zr_ctl_servers *srv)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->lfd[k] >= 0 && srv->reserve[k] < 0)
+			srv->reserve[k] = open_reserve();
+}
+
+/* One warning per server per WARN_INTERVAL_MS, with what happened since. */
+static void warn_pressure(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, const char *why)
+{
+	int64_t now = now_ms();
+	if (srv->warned_ms[kind] && now - srv->warned_ms[kind] < WARN_INTERVAL_MS)
+		return;
+	srv->warned_ms[kind] = now;
+	zr_warn("ctl",
+		"%s: %s (%zu clients, limit %zu; %lu slow clients evicted, %lu connections refused since the last "
+		"warning)",
+		listener_names[kind], why, srv->pool[kind].n, pool_cap[kind], srv->evicted[kind], srv->refused[kind]);
+	srv->evicted[kind] = srv->refused[kind] = 0;
+}
+
+/* Makes room in a full pool: closes the oldest client that has not sent a
+ * complete request head (or is only lingering after its response). Returns
+ * false when every slot is writing a response. */
+static bool evict_one(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
+{
+	struct pool *p = &srv->pool[kind];
+	size_t victim = SIZE_MAX;
+	for (size_t i = 0; i < p->n; i++)
+		if (p->c[i]->state != WRITING &&
+		    (victim == SIZE_MAX || p->c[i]->accepted_ms < p->c[victim]->accepted_ms))
+			victim = i;
+	if (victim == SIZE_MAX)
+		return false;
+	client_close(srv, kind, victim);
+	srv->evicted[kind]++;
+	warn_pressure(srv, kind, "client limit reached, evicting the oldest incomplete requests");
+	return true;
+}
+
+/* At most half a pool per turn, so that a client accepted in this turn is
+ * never evicted before the next turn has read what it sent. */
 static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 {
-	for (;;) {
+	size_t batch_max = pool_cap[kind] / 2 < ACCEPT_BATCH ? pool_cap[kind] / 2 : ACCEPT_BATCH;
+	for (size_t batch = 0; batch < batch_max; batch++) {
 		int fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && srv->reserve[kind] >= 0) {
+			/* Out of descriptors (workers hold them all): give up the
+			 * spare for this client; client_close (or refill_reserves)
+			 * takes it back. */
+			close(srv->reserve[kind]);
+			srv->reserve[kind] = -1;
+			fd = accept4(srv->lfd[kind], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (fd >= 0)
+				warn_pressure(srv, kind, "out of file descriptors, serving on the spare one");
+		}
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				zr_warn("ctl", "%s: accept: %s", listener_names[kind], strerror(errno));
-				srv->accept_paused_until = now_ms() + 100;
+				/* Leave the connection queued and look again shortly,
+				 * rather than spinning on a listener that stays readable. */
+				warn_pressure(srv, kind, strerror(errno));
+				srv->accept_paused_until[kind] = now_ms() + 100;
 			}
 			return;
 		}
-		struct client *c = srv->n_clients < MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+		struct pool *p = &srv->pool[kind];
+		if (p->n >= pool_cap[kind] && !evict_one(srv, kind)) {
+			srv->refused[kind]++;
+			warn_pressure(srv, kind, "client limit reached, every client is being answered");
+			close(fd);
+			continue;
+		}
+		struct client *c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
 			continue;
@@ -429,57 +427,159 @@ static void accept_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind)
 		c->fd = fd;
 		c->kind = kind;
 		c->state = READING;
-		c->deadline_ms = now_ms() + IO_TIMEOUT_MS;
-		srv->clients[srv->n_clients++] = c;
+		c->accepted_ms = now_ms();
+		c->deadline_ms = c->accepted_ms + HEAD_TIMEOUT_MS;
+		p->c[p->n++] = c;
+		/* A probe sends its head right after connecting: it is often
+		 * here already, and then answered before any eviction. */
+		if (!client_read(srv, c) || (c->state == WRITING && !client_write(srv, c)))
+			client_close(srv, kind, p->n - 1);
 	}
+}
+
+static void handle_clients(struct zr_ctl_servers *srv, zr_ctl_listener_t kind, const struct pollfd *pfd, bool polled)
+{
+	struct pool *p = &srv->pool[kind];
+	/* Backwards, so that removing by swapping in the last client only
+	 * moves clients already handled this turn. */
+	for (size_t i = p->n; i-- > 0;) {
+		struct client *c = p->c[i];
+		short rev = polled ? pfd[i].revents : 0;
+		bool keep = true;
+		if (rev & POLLNVAL)
+			keep = false;
+		else if (rev && c->state != WRITING)
+			keep = client_read(srv, c);
+		if (keep && c->state == WRITING)
+			keep = client_write(srv, c);
+		if (keep && now_ms() >= c->deadline_ms)
+			keep = false;
+		if (!keep)
+			client_close(srv, kind, i);
+	}
+}
+
+static bool shared_fd_table; /* tests: as where unshare is refused */
+
+void zr_ctl_servers_share_fd_table(bool shared)
+{
+	shared_fd_table = shared;
+}
+
+static bool is_own_fd(const struct zr_ctl_servers *srv, int fd)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->lfd[k] == fd)
+			return true;
+	return fd == srv->wake[0] || fd == srv->wake[1];
+}
+
+/* Gives this thread a descriptor table of its own: a copy of the process's,
+ * less the sockets and io_uring rings that belong to others (a copy would
+ * keep a closed listener or connection alive). The workers can then fill the
+ * process's table up to RLIMIT_NOFILE and the servers still find descriptors
+ * here. Where unshare is refused (seccomp), the spares are all there is. */
+static void drop_foreign(const struct zr_ctl_servers *srv, int fd)
+{
+	char path[64], link[64] = "";
+	struct stat st;
+	if (fd <= 2 || is_own_fd(srv, fd) || fstat(fd, &st) < 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/thread-self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	link[n > 0 ? n : 0] = '\0';
+	if (S_ISSOCK(st.st_mode) || strcmp(link, "anon_inode:[io_uring]") == 0)
+		close(fd);
+}
+
+static void own_fd_table(struct zr_ctl_servers *srv)
+{
+	if (shared_fd_table)
+		return;
+	if (unshare(CLONE_FILES) < 0) {
+		zr_info("ctl", "unshare(CLONE_FILES): %s; the servers share the workers' descriptors, with spares",
+			strerror(errno));
+		return;
+	}
+	DIR *d = opendir("/proc/thread-self/fd");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+		if (end != e->d_name && !*end && fd != dirfd(d))
+			drop_foreign(srv, (int)fd);
+	}
+	for (int fd = 3; !d && fd < 65536; fd++) /* no /proc: the copies are low-numbered */
+		drop_foreign(srv, fd);
+	if (d)
+		closedir(d);
+}
+
+/* The thread's own descriptors: its table may be private, so they are
+ * opened and closed here, never on the main thread. */
+static void thread_fds_open(struct zr_ctl_servers *srv)
+{
+	srv->null_fd = open_reserve();
+	refill_reserves(srv);
+	if (srv->null_fd < 0)
+		zr_warn("ctl", "/dev/null: %s; no spare descriptors", strerror(errno));
+}
+
+static void *thread_fds_close(struct zr_ctl_servers *srv)
+{
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		while (srv->pool[k].n)
+			client_close(srv, (zr_ctl_listener_t)k, srv->pool[k].n - 1);
+	for (int k = 0; k < ZR_CTL__COUNT; k++)
+		if (srv->reserve[k] >= 0)
+			close(srv->reserve[k]);
+	if (srv->null_fd >= 0)
+		close(srv->null_fd);
+	return NULL;
 }
 
 static void *server_thread(void *arg)
 {
 	struct zr_ctl_servers *srv = arg;
 	struct pollfd pfd[1 + ZR_CTL__COUNT + MAX_CLIENTS];
+	size_t lidx[ZR_CTL__COUNT], cidx[ZR_CTL__COUNT];
+	own_fd_table(srv);
+	thread_fds_open(srv);
+	sem_post(&srv->started);
 	for (;;) {
 		int64_t now = now_ms();
-		bool accepting = now >= srv->accept_paused_until;
 		size_t n = 0;
+		int64_t next = now + 1000;
 		pfd[n++] = (struct pollfd){.fd = srv->wake[0], .events = POLLIN};
-		for (int k = 0; k < ZR_CTL__COUNT; k++)
+		for (int o = 0; o < ZR_CTL__COUNT; o++) {
+			zr_ctl_listener_t k = serve_order[o];
+			bool accepting = now >= srv->accept_paused_until[k];
+			if (!accepting && srv->accept_paused_until[k] < next)
+				next = srv->accept_paused_until[k];
+			lidx[k] = n;
 			pfd[n++] = (struct pollfd){.fd = accepting ? srv->lfd[k] : -1, .events = POLLIN};
-		int64_t next = now + (accepting ? 1000 : 100);
-		for (size_t i = 0; i < srv->n_clients; i++) {
-			struct client *c = srv->clients[i];
-			pfd[n++] = (struct pollfd){.fd = c->fd, .events = c->state == WRITING ? POLLOUT : POLLIN};
-			if (c->deadline_ms < next)
-				next = c->deadline_ms;
+			cidx[k] = n;
+			for (size_t i = 0; i < srv->pool[k].n; i++) {
+				struct client *c = srv->pool[k].c[i];
+				pfd[n++] =
+					(struct pollfd){.fd = c->fd, .events = c->state == WRITING ? POLLOUT : POLLIN};
+				if (c->deadline_ms < next)
+					next = c->deadline_ms;
+			}
 		}
 		int rc = poll(pfd, n, next > now ? (int)(next - now) : 0);
 		if (rc < 0 && errno != EINTR) {
 			zr_err("ctl", "poll: %s", strerror(errno));
-			return NULL;
+			return thread_fds_close(srv);
 		}
 		if (rc > 0 && pfd[0].revents)
-			return NULL;
-		now = now_ms();
-		/* Backwards, so that removing by swapping in the last client only
-		 * moves clients already handled this turn. */
-		for (size_t i = srv->n_clients; i-- > 0;) {
-			struct client *c = srv->clients[i];
-			short rev = rc > 0 ? pfd[1 + ZR_CTL__COUNT + i].revents : 0;
-			bool keep = true;
-			if (rev & POLLNVAL)
-				keep = false;
-			else if (rev && c->state != WRITING)
-				keep = client_read(srv, c);
-			if (keep && c->state == WRITING)
-				keep = client_write(srv, c);
-			if (keep && now_ms() >= c->deadline_ms)
-				keep = false;
-			if (!keep)
-				client_close(srv, i);
+			return thread_fds_close(srv);
+		for (int o = 0; o < ZR_CTL__COUNT; o++) {
+			zr_ctl_listener_t k = serve_order[o];
+			handle_clients(srv, k, &pfd[cidx[k]], rc > 0);
+			if (rc > 0 && (pfd[lidx[k]].revents & POLLIN))
+				accept_clients(srv, k);
 		}
-		for (int k = 0; rc > 0 && k < ZR_CTL__COUNT; k++)
-			if (pfd[1 + k].revents & POLLIN)
-				accept_clients(srv, (zr_ctl_listener_t)k);
+		refill_reserves(srv);
 	}
 }
 
@@ -525,9 +625,7 @@ static void release(struct zr_ctl_servers *srv)
 	for (int i = 0; i < 2; i++)
 		if (srv->wake[i] >= 0)
 			close(srv->wake[i]);
-	while (srv->n_clients)
-		client_close(srv, srv->n_clients - 1);
-	free(srv);
+	free(srv); /* clients and spares: closed by the thread (thread_fds_close) */
 }
 
 int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr_ctl_servers_t **out)
@@ -546,7 +644,8 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 	srv->hooks = *hooks;
 	srv->wake[0] = srv->wake[1] = -1;
 	for (int k = 0; k < ZR_CTL__COUNT; k++)
-		srv->lfd[k] = -1;
+		srv->lfd[k] = srv->reserve[k] = -1;
+	srv->null_fd = -1;
 	int rc = 0;
 	for (int k = 0; k < ZR_CTL__COUNT && rc == 0; k++)
 		if (lc[k]->enabled)
@@ -558,8 +657,12 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 		sigset_t all, old;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
+		sem_init(&srv->started, 0, 0);
 		rc = -pthread_create(&srv->thread, NULL, server_thread, srv);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		/* Its spares exist before anyone can use up the descriptors. */
+		while (rc == 0 && sem_wait(&srv->started) < 0 && errno == EINTR)
+			;
 	}
 	if (rc != 0) {
 		release(srv);

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/stats-t.h"
 #include "ctl/config-t.h"
@@ -31,8 +32,12 @@ typedef struct zr_ctl_hooks {
 	/* Appends a JSON array of live connections (objects with worker, src, dst,
 	 * srcWorkload, dstWorkload, dstService, state, bytesUp, bytesDown, ageMs). */
 	void (*dump_connections)(void *ctx, zr_strbuf_t *out);
-	/* True when ready; otherwise fills `pending` ("listeners, certificates"). */
+	/* True when ready; otherwise fills `pending`, a comma-separated list
+	 * ("workers", "certificate for spiffe://..."). */
 	bool (*ready)(void *ctx, char *pending, size_t cap);
+	/* Calls fn with each loaded certificate's identity and notAfter (seconds
+	 * since the epoch), under the config lock; NULL (or no hook): none. */
+	void (*certificates)(void *ctx, void (*fn)(void *arg, const char *identity, int64_t not_after), void *arg);
 	/* Begins a drain and exit (as SIGTERM). */
 	void (*quit)(void *ctx);
 	/* The record-crypto choice; NULL (or no hook) when none was made. */
@@ -50,6 +55,12 @@ int zr_ctl_servers_start(const zr_config_t *cfg, const zr_ctl_hooks_t *hooks, zr
 
 /* Stops the thread, closes the sockets, frees. */
 void zr_ctl_servers_stop(zr_ctl_servers_t *srv);
+
+/* The server thread normally takes a descriptor table of its own, so that
+ * workers using every descriptor the process may have cannot starve the
+ * probes. Tests: true keeps the process's (as where unshare is refused), for
+ * servers started after the call. */
+void zr_ctl_servers_share_fd_table(bool shared);
 
 typedef enum zr_ctl_listener {
 	ZR_CTL_METRICS = 0,

@@ -8,7 +8,8 @@ B 127.0.0.43) and with a raw Python TLS client against B's 127.0.5.2:15008:
   (trust_domain), from an untrusted CA (bad_certificate), without a SPIFFE URI,
   expired (expired), or no client certificate at all;
 - a node whose only certificate is expired presents nothing: handshakes fail
-  cleanly (no_identity), the peer's SOCKS5 request is answered, zring stays up;
+  cleanly (no_identity), the peer's SOCKS5 request is answered, zring stays up
+  and answers readiness 500 `not ready, pending: certificate for <identity>`;
 - certificate rotation: new cert files + SIGHUP -> new handshakes present the new
   certificate while a live HBONE connection keeps working."""
 
@@ -93,13 +94,29 @@ def main(t):
     z.issue_leaf(certs, 'server2', SERVER_ID)  # same root, new key and serial
     z.EchoServer(SERVER, 8080)
 
-    def pair(b_certs, a_certs, b_state=None, a_state=None, a_td=None, b_td=None, a_extra=None):
+    def start_unready(n, identity):
+        """Starts a node whose local workload has no usable certificate: it
+        serves, but readiness says what it waits for."""
+        n.start(wait_ready=False)
+        want = b'not ready, pending: certificate for %s\n' % identity.encode()
+
+        def probe():
+            try:
+                return z.http_request(n.addr('readiness'), 'GET', '/healthz/ready', timeout=1)
+            except (OSError, z.http.client.HTTPException) as e:
+                return repr(e), b''
+        return t.ok(z.wait_until(lambda: probe() == (500, want), 10),
+                    'zring (%s) not ready, pending its certificate for %s' % (n.name, identity), repr(probe()))
+
+    def pair(b_certs, a_certs, b_state=None, a_state=None, a_td=None, b_td=None, a_extra=None, unready=None):
+        """unready: (node name, identity) of the node expected not ready."""
         b_state = b_state or state()
         a_state = a_state or state()
         b = z.hbone_node(t, 'node-b', z.HB_B_IP, certs, b_certs, *b_state, trust_domain=b_td)
         a = z.hbone_node(t, 'node-a', z.HB_A_IP, certs, a_certs, *a_state, trust_domain=a_td, extra=a_extra)
-        okb = b.start()
-        oka = okb and a.start()
+        unready_name, unready_id = unready or (None, None)
+        okb = start_unready(b, unready_id) if unready_name == 'node-b' else b.start()
+        oka = okb and (start_unready(a, unready_id) if unready_name == 'node-a' else a.start())
         return a, b, (oka and okb)
 
     def stop(*nodes):
@@ -195,7 +212,7 @@ def main(t):
 
     def expired_server():
         # B's only certificate is expired: it cannot present anything
-        a, b, ok = pair([(SERVER_ID, 'expired')], [(CLIENT_ID, 'client')])
+        a, b, ok = pair([(SERVER_ID, 'expired')], [(CLIENT_ID, 'client')], unready=('node-b', SERVER_ID))
         if not ok:
             return stop(a, b)
         f0 = z.tls_failures(b, 'no_identity')
@@ -222,7 +239,8 @@ def main(t):
     def expired_client():
         # A's only certificate (for its workload's identity) is expired: nothing to present
         a, b, ok = pair([(SERVER_ID, 'server')], [(SERVER_ID, 'expired')],
-                        a_state=state(client_sa='server'), b_state=state(client_sa='server'))
+                        a_state=state(client_sa='server'), b_state=state(client_sa='server'),
+                        unready=('node-a', SERVER_ID))
         if not ok:
             return stop(a, b)
         f0 = z.tls_failures(a, 'no_identity')

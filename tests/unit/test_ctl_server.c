@@ -3,11 +3,14 @@
  * the server from answering the next request. Also drives `zring ctl`. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -57,6 +60,12 @@ static bool ready(void *ctx, char *pending, size_t cap)
 {
 	snprintf(pending, cap, "certificates");
 	return atomic_load(&((struct fake *)ctx)->ready);
+}
+
+static void certificates(void *ctx, void (*fn)(void *arg, const char *identity, int64_t not_after), void *arg)
+{
+	fn(arg, "spiffe://cluster.local/ns/default/sa/client", (int64_t)time(NULL) + 3600);
+	fn(arg, "spiffe://cluster.local/ns/default/sa/\"old\"", (int64_t)time(NULL) - 60);
 }
 
 static void quit(void *ctx)
@@ -261,6 +270,16 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	ok(strstr(resp, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n") != NULL,
 	   "metrics content type");
 	ok(strstr(resp, "\r\nContent-Length: ") != NULL && strstr(body(), "istio_build{") != NULL, "metrics body");
+	long secs = 0;
+	const char *exp =
+		strstr(body(),
+		       "\nzring_certificate_expiry_seconds{identity=\"spiffe://cluster.local/ns/default/sa/client\"} ");
+	ok(exp && sscanf(strchr(exp, '}') + 1, "%ld", &secs) == 1 && secs > 3590 && secs <= 3600,
+	   "certificate expiry in seconds (%ld)", secs);
+	ok(strstr(body(), "# TYPE zring_certificate_expiry_seconds gauge\n") &&
+		   strstr(body(),
+			  "zring_certificate_expiry_seconds{identity=\"spiffe://cluster.local/ns/default/sa/\\\"old\\\"\"} -6"),
+	   "expired certificate: negative, label escaped");
 	is(get(mport, "GET", "/stats/prometheus"), 200, "GET /stats/prometheus");
 	is(get(mport, "POST", "/metrics"), 405, "POST /metrics is 405");
 	is(get(mport, "GET", "/config_dump"), 404, "admin routes absent on the metrics port");
@@ -364,6 +383,149 @@ static void test_abuse(unsigned mport)
 	is(get(mport, "GET", "/metrics"), 200, "still serving after the flood");
 }
 
+static int connect_to(unsigned port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		fd = (close(fd), -1);
+	return fd;
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+struct flood {
+	unsigned port;
+	atomic_bool stop;
+	int opened;
+};
+
+/* Keeps connecting and sending half a request head, holding the last 200. */
+static void *flooder(void *arg)
+{
+	struct flood *fl = arg;
+	int ring[200];
+	for (size_t i = 0; i < 200; i++)
+		ring[i] = -1;
+	for (size_t i = 0; !atomic_load(&fl->stop); i = (i + 1) % 200) {
+		if (ring[i] >= 0)
+			close(ring[i]);
+		ring[i] = connect_to(fl->port);
+		if (ring[i] >= 0 && send(ring[i], "GET /hea", 8, MSG_NOSIGNAL) == 8)
+			fl->opened++;
+	}
+	for (size_t i = 0; i < 200; i++)
+		if (ring[i] >= 0)
+			close(ring[i]);
+	return NULL;
+}
+
+/* Slow clients on the metrics port take no slot from readiness or admin, the
+ * newest connection wins over the oldest incomplete one, and a request head
+ * must be complete within the head timeout. */
+static void test_limits(unsigned mport, unsigned rport, unsigned aport)
+{
+	enum {
+		N = 300
+	};
+	int fds[N], closed = 0;
+	for (int i = 0; i < N; i++) {
+		fds[i] = connect_to(mport);
+		if (fds[i] >= 0 && send(fds[i], "GET /met", 8, MSG_NOSIGNAL) != 8)
+			fds[i] = (close(fds[i]), -1);
+	}
+	usleep(300 * 1000);
+	double t0 = mono();
+	is(get(rport, "GET", "/healthz/ready"), 200, "readiness answers while %d slow clients hold metrics", N);
+	is(get(aport, "GET", "/"), 200, "admin answers too");
+	ok(mono() - t0 < 2.0, "both within 2 s (%.2f s)", mono() - t0);
+	for (int i = 0; i < N; i++) {
+		char c;
+		if (fds[i] < 0 || recv(fds[i], &c, 1, MSG_DONTWAIT) == 0 || errno == ECONNRESET)
+			closed++;
+	}
+	ok(closed >= N - 64 && closed < N, "the oldest slow clients were evicted (%d of %d closed)", closed, N);
+	int last = fds[N - 1];
+	ok(last >= 0 && send(last, "rics HTTP/1.1\r\n\r\n", 17, MSG_NOSIGNAL) == 17,
+	   "the newest one finishes its head");
+	struct timeval tv = {.tv_sec = 3};
+	setsockopt(last, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ssize_t n = last >= 0 ? recv(last, resp, 64, MSG_WAITALL) : -1;
+	ok(n > 12 && memcmp(resp, "HTTP/1.1 200", 12) == 0, "and is answered 200");
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+
+	/* The same on the readiness port itself: the probe's complete head wins. */
+	for (int i = 0; i < N; i++) {
+		fds[i] = connect_to(rport);
+		if (fds[i] >= 0 && send(fds[i], "GET /hea", 8, MSG_NOSIGNAL) != 8)
+			fds[i] = (close(fds[i]), -1);
+	}
+	struct flood fl = {.port = rport};
+	pthread_t th;
+	pthread_create(&th, NULL, flooder, &fl);
+	usleep(100 * 1000);
+	int answered = 0;
+	for (int i = 0; i < 20; i++)
+		answered += get(rport, "GET", "/healthz/ready") == 200;
+	atomic_store(&fl.stop, true);
+	pthread_join(th, NULL);
+	is(answered, 20, "readiness answers its probes among %d slow clients of its own and a flood of new ones (%d)",
+	   N, fl.opened);
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+
+	int slow = connect_to(mport);
+	ok(slow >= 0 && send(slow, "GET /met", 8, MSG_NOSIGNAL) == 8, "a client stalls in its request head");
+	tv.tv_sec = 8;
+	setsockopt(slow, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t0 = mono();
+	char c;
+	n = recv(slow, &c, 1, 0);
+	double dt = mono() - t0;
+	ok(n <= 0 && dt > 1.0 && dt < 4.0, "closed after the 2 s head timeout (%.2f s, recv %zd)", dt, n);
+	close(slow);
+}
+
+/* With every descriptor of the process in use, each server still answers:
+ * from its own descriptor table, or (shared table) by giving up its spare
+ * descriptor for the accept and taking it back. */
+static void test_emfile(unsigned mport, unsigned rport, unsigned aport, const char *how)
+{
+	diag("out of descriptors, %s", how);
+	struct rlimit old, low;
+	getrlimit(RLIMIT_NOFILE, &old);
+	low = old;
+	low.rlim_cur = 128;
+	if (!ok(setrlimit(RLIMIT_NOFILE, &low) == 0, "RLIMIT_NOFILE lowered to 128"))
+		return;
+	int hog[128], n = 0;
+	while (n < 128 && (hog[n] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+		n++;
+	ok(n > 0 && n < 128 && errno == EMFILE, "descriptors exhausted (%d opened)", n);
+	close(hog[--n]); /* one for our own client socket */
+	for (int i = 0; i < 3; i++) {
+		is(get(rport, "GET", "/healthz/ready"), 200, "out of descriptors: readiness answers (%d)", i + 1);
+		usleep(50 * 1000); /* the server takes its spare back after closing */
+	}
+	is(get(mport, "GET", "/metrics"), 200, "out of descriptors: metrics answers");
+	usleep(50 * 1000);
+	is(get(aport, "GET", "/"), 200, "out of descriptors: admin answers");
+	while (n > 0)
+		close(hog[--n]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	usleep(50 * 1000);
+	is(get(rport, "GET", "/healthz/ready"), 200, "readiness answers with descriptors back");
+}
+
 static void test_cli(unsigned aport)
 {
 	char admin[64];
@@ -408,6 +570,7 @@ int main(void)
 				.worker_stats = worker_stats,
 				.dump_connections = dump_connections,
 				.ready = ready,
+				.certificates = certificates,
 				.quit = quit,
 				.crypto = crypto};
 	zr_ctl_servers_t *srv = NULL;
@@ -419,6 +582,16 @@ int main(void)
 
 	test_routes(mport, rport, aport, &f);
 	test_abuse(mport);
+	test_limits(mport, rport, aport);
+	test_emfile(mport, rport, aport, "the servers' own descriptor table");
+	zr_ctl_servers_t *shared = NULL;
+	zr_ctl_servers_share_fd_table(true);
+	if (ok(zr_ctl_servers_start(&f.cfg, &hooks, &shared) == 0, "servers on the process's descriptor table start")) {
+		test_emfile(zr_ctl_servers_port(shared, ZR_CTL_METRICS), zr_ctl_servers_port(shared, ZR_CTL_READINESS),
+			    zr_ctl_servers_port(shared, ZR_CTL_ADMIN), "spare descriptors");
+		zr_ctl_servers_stop(shared);
+	}
+	zr_ctl_servers_share_fd_table(false);
 	test_cli(aport);
 
 	zr_config_t other = f.cfg;

@@ -20,6 +20,7 @@
 #define HBONE_ASYNC_FDS			4		       /* fds of one paused async crypto job we wait on */
 #define HBONE_LINGER_NS			(2ull * 1000000000ull) /* close_after_send at most */
 #define ZR_KTLS_BUF			(5 + 16384 + 256)      /* one TLS record at most */
+#define ZR_HBONE_MAX_ALLOWED		8 /* server identities a client accepts: workload + 7 SANs */
 
 /* A one-shot poll on an fd that a paused async handshake job (an OpenSSL
  * provider on a crypto device) waits on. */
@@ -62,7 +63,7 @@ struct zr_h2conn {
 	zr_snapshot_t *snap;
 	char *identity; /* ours */
 	char *peer_id;
-	char *allowed[8]; /* client: acceptable server identities */
+	char *allowed[ZR_HBONE_MAX_ALLOWED]; /* client: acceptable server identities */
 	size_t n_allowed;
 	/* Handshake offload: zr_tls_handshake returned 2 and these polls wait
 	 * for the device; async_resume: one fired, resume once none is armed. */

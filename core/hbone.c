@@ -653,7 +653,7 @@ static void hc_connect_cb(zr_io_op_t *op, int res, unsigned flags)
 	hc->connecting = false;
 	hc->handshaking = true;
 	char err[256];
-	const char *allowed[8];
+	const char *allowed[ZR_HBONE_MAX_ALLOWED];
 	for (size_t i = 0; i < hc->n_allowed; i++)
 		allowed[i] = hc->allowed[i];
 	zr_tls_peer_policy_t pol = {.allowed_ids = allowed, .n_allowed_ids = hc->n_allowed};
@@ -679,6 +679,19 @@ static unsigned hc_capacity(const zr_h2conn_t *hc)
 			max = remote;
 	}
 	return max;
+}
+
+/* The identities the client accepts from the destination's server: the
+ * destination workload's own, then the service's subjectAltNames, in that
+ * order (the same list goes into the pool key and into the TLS check). */
+static size_t accepted_ids(const zr_conn_t *c, const char *ids[ZR_HBONE_MAX_ALLOWED])
+{
+	size_t n = 0;
+	ids[n++] = c->dst_wl->identity;
+	if (c->svc)
+		for (size_t i = 0; i < c->svc->n_subject_alt_names && n < ZR_HBONE_MAX_ALLOWED; i++)
+			ids[n++] = c->svc->subject_alt_names[i];
+	return n;
 }
 
 static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
@@ -718,11 +731,12 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 	hc->identity = strdup(c->src_wl->identity);
 	hc->pool_key = strdup(key);
 	hc->pool_hash = h;
-	hc->allowed[hc->n_allowed++] = strdup(c->dst_wl->identity);
-	if (c->svc)
-		for (size_t i = 0; i < c->svc->n_subject_alt_names && hc->n_allowed < 8; i++)
-			hc->allowed[hc->n_allowed++] = strdup(c->svc->subject_alt_names[i]);
-	if (!hc->identity || !hc->pool_key) {
+	const char *ids[ZR_HBONE_MAX_ALLOWED];
+	size_t n_ids = accepted_ids(c, ids);
+	bool oom = false;
+	for (size_t i = 0; i < n_ids; i++)
+		oom |= !(hc->allowed[hc->n_allowed++] = strdup(ids[i]));
+	if (!hc->identity || !hc->pool_key || oom) {
 		zr_hbone_close_conn(hc, "out of memory");
 		hc_maybe_free(hc);
 		return NULL;
@@ -741,7 +755,7 @@ static zr_h2conn_t *pool_get(zr_conn_t *c, const char *key, uint32_t h)
 
 void zr_hbone_connect(zr_conn_t *c)
 {
-	char key[1024], a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
+	char key[4096], a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
 	zr_ip_t ip, src_ip;
 	zr_sockaddr_to_ip(&c->upstream, &ip, NULL);
 	zr_sockaddr_to_ip(&c->peer, &src_ip, NULL);
@@ -755,9 +769,22 @@ void zr_hbone_connect(zr_conn_t *c)
 	}
 	/* The source address is part of the key: the connection is bound to it
 	 * (zr_flow_bind_source), and the destination authorizes every stream on
-	 * it by the connection's peer address. */
-	snprintf(key, sizeof(key), "%s|%s|%s|%s", c->src_wl->identity, zr_ip_str(&src_ip, b), c->dst_wl->identity,
-		 zr_ip_str(&ip, a));
+	 * it by the connection's peer address. So is every identity the client
+	 * accepts from the server: a connection verified against a service's
+	 * subjectAltNames must not carry a stream that accepts only the
+	 * workload's own identity (ztunnel's WorkloadKey keeps the list too). */
+	const char *ids[ZR_HBONE_MAX_ALLOWED];
+	size_t n_ids = accepted_ids(c, ids);
+	int n = snprintf(key, sizeof(key), "%s|%s|%s|", c->src_wl->identity, zr_ip_str(&src_ip, b), zr_ip_str(&ip, a));
+	for (size_t i = 0; i < n_ids && n >= 0 && (size_t)n < sizeof(key); i++)
+		n += snprintf(key + n, sizeof(key) - (size_t)n, "%s%s", i ? "," : "", ids[i]);
+	if (n < 0 || (size_t)n >= sizeof(key)) {
+		zr_warn("hbone", "conn %llu: identities of %s too long for a pool key", (unsigned long long)c->id, a);
+		if (c->metrics)
+			zr_counter_add(&c->metrics->failed, 1);
+		zr_flow_refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
+		return;
+	}
 	zr_h2conn_t *hc = pool_get(c, key, zr_str_hash(key));
 	if (!hc) {
 		if (c->metrics)

@@ -211,10 +211,43 @@ def main(t):
             s.close()
         set_policies([])
 
+    def pool_keyed_on_accepted_identities():
+        """A connection verified against a service's subjectAltNames must not
+        carry a stream that accepts only the workload's own identity: the pool
+        key holds every identity the client accepts (ztunnel's WorkloadKey).
+        Node B2 presents sa/other for W; node A2 knows W as sa/server, and
+        service pk-echo lists sa/other among its subjectAltNames."""
+        a2_ip, b2_ip, cl, w, vip = '127.44.5.1', '127.44.5.2', '127.44.4.2', '127.44.6.2', '127.44.10.3'
+        z.EchoServer(w, 8080)
+        svc = [z.service('pk-echo', vip, {80: 8080}, sans=[z.spiffe('other')])]
+        on_a = [z.workload('client', cl, node='node-a2', protocol='HBONE'),
+                z.workload('w', w, node='node-b2', protocol='HBONE', sa='server',
+                           services={z.svc_key('pk-echo'): {80: 8080}})]
+        on_b = [on_a[0], z.workload('w', w, node='node-b2', protocol='HBONE', sa='other',
+                                    services={z.svc_key('pk-echo'): {80: 8080}})]
+        b2 = z.hbone_node(t, 'node-b2', b2_ip, certs, [(z.spiffe('other'), 'other')], on_b, svc)
+        a2 = z.hbone_node(t, 'node-a2', a2_ip, certs, [(CLIENT_ID, 'client')], on_a, svc, workers=1)
+        if not b2.start() or not a2.start():
+            return
+        code, s = z.socks5_try(a2.socks5, w, 8080, src=cl, timeout=10)
+        t.is_(code, 4, 'direct to W, which presents sa/other instead of sa/server: refused (0x04)')
+        if s:
+            s.close()
+        code, via_vip = z.socks5_try(a2.socks5, vip, 80, src=cl, timeout=10)
+        t.is_(code, 0, 'through the VIP, whose subjectAltNames name sa/other: connected')
+        code, s = z.socks5_try(a2.socks5, w, 8080, src=cl, timeout=10)
+        t.is_(code, 4, 'direct to W again while that connection is pooled: still refused, not carried on it')
+        for x in (s, via_vip):
+            if x:
+                x.close()
+        a2.stop()
+        b2.stop()
+
     t.subtest('forwarded is ignored for policy', forwarded_ignored)
     t.subtest('metrics labels from the peer address', metrics_from_peer)
     t.subtest('sourceIps through node A', through_node_a)
     t.subtest('pool keyed on the source address', pool_per_source)
+    t.subtest('pool keyed on the accepted server identities', pool_keyed_on_accepted_identities)
     t.ok(a.alive() and b.alive(), 'both zring nodes still running at the end')
 
 

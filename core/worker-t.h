@@ -111,6 +111,10 @@ struct zr_worker {
 	struct zr_tcp_metrics **tcp_hash;
 	unsigned tcp_hash_mask;
 	unsigned mark_warned;
+	/* this host's addresses (selfdest.c), read at most once a second */
+	zr_ip_t *host_ips;
+	size_t n_host_ips;
+	uint64_t host_ips_ns;
 
 	/* identity */
 	unsigned index;

@@ -76,7 +76,8 @@ def plain(t):
             targets.append(hip)
         for host in targets:
             code, s = z.socks5_try(px, host, WILD_PORT, src=CLIENT)
-            t.is_(code, 2, 'SOCKS5 CONNECT to %s:%d (metrics on 0.0.0.0:%d) refused with 0x02' % (host, WILD_PORT, WILD_PORT))
+            t.is_(code, 2, 'SOCKS5 CONNECT to %s:%d (metrics on 0.0.0.0:%d) refused with 0x02'
+                  % (host, WILD_PORT, WILD_PORT))
             n += 1
             if s:
                 s.close()
@@ -116,7 +117,8 @@ def plain(t):
         for host, port in ((WEB, 8080), (VIP, 80)):
             s = z.socks5_connect(px, host, port, src=CLIENT)
             s.sendall(b'loop-ok')
-            t.is_(z.recv_exact(s, 7), b'loop-ok', 'a local workload on a loopback address still works (%s:%d)' % (host, port))
+            t.is_(z.recv_exact(s, 7), b'loop-ok',
+                  'a local workload on a loopback address still works (%s:%d)' % (host, port))
             s.close()
 
     t.subtest('own listeners', own_ports)

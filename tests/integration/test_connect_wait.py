@@ -9,7 +9,8 @@ authority port: 7001 never answers, 7002 answers 200 after 0.5 s then echoes,
   and the pooled HBONE connection keeps serving other streams;
 - clients that give up while waiting are noticed at once: 150 SOCKS5 clients
   that close leave no connection, stream or fd behind on node A, and the peer
-  sees a RST_STREAM for each;
+  sees a RST_STREAM for each; likewise 20 clients whose plain TCP connect hangs
+  (a listener with a full accept queue drops SYNs);
 - bytes a client sends before the reply are delivered byte-exact after the 200."""
 
 import os
@@ -26,6 +27,7 @@ import zrtest as z  # noqa: E402
 A_IP = '127.45.0.22'
 CLIENT = '127.45.4.2'
 SERVER = '127.45.5.2'
+HOLE = '127.45.5.9'          # plain TCP workload whose accept queue is full: connects hang
 CLIENT_ID, SERVER_ID = z.spiffe('client'), z.spiffe('server')
 
 
@@ -172,6 +174,7 @@ def main(t):
     wls = [
         z.workload('client', CLIENT, node='node-a', protocol='HBONE'),
         z.workload('server', SERVER, node='node-b', protocol='HBONE'),
+        z.workload('hole', HOLE, node='node-b'),
     ]
 
     def timeout():
@@ -231,6 +234,27 @@ def main(t):
         t.ok(fd1 is not None and fd1 <= fd0 + 4, 'and their fds (%s before, %s after)' % (fd0, fd1))
         t.ok(z.wait_until(lambda: len(srv.resets) - r0 >= n, 5), 'the peer saw a RST_STREAM for each',
              '%d resets' % (len(srv.resets) - r0))
+        # the same for plain TCP connects that hang (a listener whose accept
+        # queue is full drops SYNs): connectTimeout is 60 s here
+        hole = z.listen_socket(HOLE, 8080, backlog=0)
+        fill = []
+        for _ in range(3):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((HOLE, 8080))
+            fill.append(f)
+        time.sleep(0.2)
+        socks = [socks5_send_request(a.socks5, HOLE, 8080) for _ in range(20)]
+        t.ok(z.wait_until(lambda: a.active() >= 20, 5), '20 connects to %s:8080 hang' % HOLE, a.active_diag())
+        t0 = time.monotonic()
+        for s in socks:
+            s.close()
+        gone = z.wait_until(lambda: a.active() == 0, 10, 0.1)
+        t.ok(gone and time.monotonic() - t0 < 5, 'clients that give up during a TCP connect are freed at once',
+             a.active_diag())
+        for f in fill:
+            f.close()
+        hole.close()
         t.ok(a.alive(), 'node A still running')
         a.stop()
 

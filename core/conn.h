@@ -70,6 +70,8 @@ struct zr_conn {
 	zr_conn_state_t state;
 	unsigned inflight; /* ops whose final completion is pending */
 	bool reset;	   /* close with RST */
+	bool wait_watch;   /* hs_op: the downstream watched while connecting */
+	bool early_data;   /* SOCKS5: bytes came right behind the request */
 	zr_relay_side_t down, up;
 	zr_io_op_t hs_op, connect_op, reply_op;
 	zr_sockaddr_t peer, orig_dst, upstream;
@@ -78,6 +80,7 @@ struct zr_conn {
 	const zr_service_t *svc;
 	zr_tcp_metrics_t *metrics;
 	uint64_t start_ns;
+	uint64_t wait_until_ns; /* HBONE client: CONNECT response due by then */
 	uint16_t hs_len;
 	uint8_t reply_len;
 	uint8_t hs[520];
@@ -131,6 +134,20 @@ void zr_flow_connect_upstream(zr_conn_t *c);
 /* Authorizes an inbound connection (principal NULL for plaintext) against
  * `st`. Returns true when allowed; logs the deciding policy otherwise. */
 bool zr_flow_authorize(const zr_conn_t *c, const zr_state_t *st, const zr_workload_t *dst, const char *who);
+/* While c waits for its upstream (state CONNECTING), watch the downstream
+ * socket: a client that closes (with nothing sent) or resets cancels the
+ * attempt at once. The watch stays armed afterwards (ignored, no cancel). */
+void zr_flow_wait_watch(zr_conn_t *c);
+/* HBONE client: the CONNECT request went out; the response is due within
+ * connectTimeout (checked by the worker's tick, zr_flow_wait_expired). */
+void zr_flow_wait_response(zr_conn_t *c);
+/* The response did not come in time: SOCKS5 0x06, counted as connect_timeout. */
+void zr_flow_wait_expired(zr_conn_t *c);
+
+/* selfdest.c: whether dst, where c would be proxied to, is one of zring's
+ * own listeners or the node's loopback (SPEC "HBONE"). Returns 0, or a
+ * refuse reason + 1 (ZR_REFUSE_SELF / ZR_REFUSE_LOOPBACK), logged. */
+int zr_flow_forbidden_dest(zr_conn_t *c, const zr_sockaddr_t *dst);
 
 /* relay.c, shared with the HBONE bridge */
 void zr_relay_arm_recv(zr_relay_side_t *s);

@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,9 +63,10 @@ static uint8_t socks5_code_for(int err)
 	case ENETUNREACH:
 		return ZR_SOCKS5_NET_UNREACHABLE;
 	case EHOSTUNREACH:
+		return ZR_SOCKS5_HOST_UNREACHABLE;
 	case ETIMEDOUT:
 	case ECANCELED:
-		return ZR_SOCKS5_HOST_UNREACHABLE;
+		return ZR_SOCKS5_TTL_EXPIRED;
 	default:
 		return ZR_SOCKS5_GENERAL_FAILURE;
 	}
@@ -210,6 +213,52 @@ void zr_flow_bind_source(zr_worker_t *w, int fd, const zr_sockaddr_t *src, const
 	w->bind_warn_missed = 0;
 }
 
+static void wait_watch_cb(zr_io_op_t *op, int res, unsigned flags)
+{
+	zr_conn_t *c = container_of(op, zr_conn_t, hs_op);
+	c->inflight--;
+	c->wait_watch = false;
+	if (c->state == ZR_CONN_CONNECTING && res > 0) {
+		int pending = 0;
+		bool err = res & (POLLERR | POLLHUP);
+		/* A FIN behind bytes is a half-close: they and the EOF go to the
+		 * upstream once it is there (connectTimeout still bounds that). */
+		if (err || (!c->early_data && (ioctl(c->down.fd, FIONREAD, &pending) < 0 || pending == 0))) {
+			char a[ZR_ADDR_STRLEN];
+			zr_debug("flow", "conn %llu: client %s %s while connecting", (unsigned long long)c->id,
+				 zr_sockaddr_str(&c->peer, a), err ? "reset" : "went away");
+			zr_conn_close(c, err);
+		}
+	}
+	zr_worker_conn_maybe_free(c);
+}
+
+void zr_flow_wait_watch(zr_conn_t *c)
+{
+	if (c->state != ZR_CONN_CONNECTING || c->wait_watch || c->down.fd < 0)
+		return;
+	c->hs_op.cb = wait_watch_cb;
+	if (zr_io_poll_once(c->w->io, &c->hs_op, c->down.fd, POLLRDHUP) < 0)
+		return; /* unwatched: connectTimeout still bounds the wait */
+	c->wait_watch = true;
+	c->inflight++;
+}
+
+void zr_flow_wait_response(zr_conn_t *c)
+{
+	c->wait_until_ns = zr_now_ns() + cfg_of(c)->connect_timeout_ms * 1000000ull;
+}
+
+void zr_flow_wait_expired(zr_conn_t *c)
+{
+	char a[ZR_ADDR_STRLEN];
+	zr_info("flow", "conn %llu: no answer to CONNECT %s within connectTimeout", (unsigned long long)c->id,
+		zr_sockaddr_str(&c->upstream, a));
+	if (c->metrics)
+		zr_counter_add(&c->metrics->failed, 1);
+	zr_flow_refuse(c, ZR_REFUSE_CONNECT_TIMEOUT, ZR_SOCKS5_TTL_EXPIRED);
+}
+
 void zr_flow_connect_upstream(zr_conn_t *c)
 {
 	zr_worker_t *w = c->w;
@@ -308,13 +357,19 @@ static void route_outbound(zr_conn_t *c, const zr_ip_t *dst_ip, const char *host
 		zr_flow_refuse(c, (zr_refuse_reason_t)(r - 1), ZR_SOCKS5_HOST_UNREACHABLE);
 		return;
 	}
-	if (c->dst_wl && c->dst_wl->protocol == ZR_PROTO_HBONE) {
-		c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-", true);
-		zr_hbone_connect(c);
+	bool hbone = c->dst_wl && c->dst_wl->protocol == ZR_PROTO_HBONE;
+	c->early_data = c->hs_len > 0; /* HBONE may send them at once */
+	/* What goes over HBONE to another node is that node's to check. */
+	if ((!hbone || c->dst_wl->local) && (r = zr_flow_forbidden_dest(c, &c->upstream))) {
+		zr_flow_refuse(c, (zr_refuse_reason_t)(r - 1), ZR_SOCKS5_NOT_ALLOWED);
 		return;
 	}
-	c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-", false);
-	zr_flow_connect_upstream(c);
+	c->metrics = zr_tcp_metrics_for(c->w, c, "source", "-", hbone);
+	if (hbone)
+		zr_hbone_connect(c);
+	else
+		zr_flow_connect_upstream(c);
+	zr_flow_wait_watch(c);
 }
 
 static void route_inbound(zr_conn_t *c)
@@ -338,6 +393,11 @@ static void route_inbound(zr_conn_t *c)
 		zr_flow_refuse(c, ZR_REFUSE_NOT_LOCAL, 0);
 		return;
 	}
+	int r = zr_flow_forbidden_dest(c, &c->orig_dst);
+	if (r) {
+		zr_flow_refuse(c, (zr_refuse_reason_t)(r - 1), 0);
+		return;
+	}
 	c->upstream = c->orig_dst;
 	c->authz_src_ip = src_ip;
 	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
@@ -350,6 +410,7 @@ static void route_inbound(zr_conn_t *c)
 	}
 	c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "-", false);
 	zr_flow_connect_upstream(c);
+	zr_flow_wait_watch(c);
 }
 
 const zr_service_t *zr_flow_inbound_service(const zr_state_t *st, const zr_workload_t *wl, uint16_t port)

@@ -889,6 +889,9 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			   now - hc->idle_since_ns > hc_cfg(hc)->pool_idle_timeout_ms * 1000000ull) {
 			hc_terminate(hc);
 		}
+		/* last: unlinking a stream moves idle_since_ns past `now` */
+		if (!hc->server && hc->n_streams)
+			zr_hbone_expire_requests(hc, now);
 		hc_maybe_free(hc);
 	}
 }

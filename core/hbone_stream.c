@@ -533,6 +533,12 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");
 		return;
 	}
+	/* ztunnel's SelfCall: 503, response flag CONNECT */
+	int r = zr_flow_forbidden_dest(c, &c->upstream);
+	if (r) {
+		refuse_inbound(hc, c, 503, (zr_refuse_reason_t)(r - 1), "CONNECT");
+		return;
+	}
 	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
 	if (!zr_flow_authorize(c, st, c->dst_wl, "hbone")) {
 		refuse_inbound(hc, c, 401, ZR_REFUSE_DENIED, "DENY");
@@ -831,6 +837,22 @@ void zr_hbone_submit_request(zr_h2conn_t *hc, zr_conn_t *c)
 		return;
 	}
 	c->stream_id = id;
+	zr_flow_wait_response(c);
+}
+
+void zr_hbone_expire_requests(zr_h2conn_t *hc, uint64_t now)
+{
+	hc->depth++; /* one flush for all the RST_STREAMs, after the walk */
+	for (zr_conn_t *c = hc->streams, *next; c && !hc->closing; c = next) {
+		next = c->h2_next;
+		if (c->state != ZR_CONN_CONNECTING || !c->wait_until_ns || now < c->wait_until_ns)
+			continue;
+		zr_flow_wait_expired(c);
+		zr_worker_conn_maybe_free(c);
+	}
+	hc->depth--;
+	if (hc->want_flush)
+		zr_hbone_flush(hc);
 }
 
 void zr_hbone_free_blocks(zr_worker_t *w)

@@ -46,6 +46,8 @@ typedef enum zr_refuse_reason {
 	ZR_REFUSE_OVERLOAD,	      /* connection limit or allocation failure */
 	ZR_REFUSE_BAD_REQUEST,	      /* HBONE: malformed CONNECT (400) */
 	ZR_REFUSE_DENIED,	      /* authorization policy (401) */
+	ZR_REFUSE_SELF,		      /* destination is one of zring's own listeners */
+	ZR_REFUSE_LOOPBACK,	      /* destination is the node's loopback (no workload, no VIP) */
 	ZR_REFUSE__COUNT
 } zr_refuse_reason_t;
 

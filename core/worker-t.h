@@ -127,6 +127,10 @@ struct zr_worker {
 	unsigned mark_warned;
 	uint64_t bind_warn_ns;	   /* last source-bind failure warning */
 	uint64_t bind_warn_missed; /* failures not warned about since */
+	/* this host's addresses (selfdest.c), read at most once a second */
+	zr_ip_t *host_ips;
+	size_t n_host_ips;
+	uint64_t host_ips_ns;
 
 	/* identity */
 	unsigned index;

@@ -37,6 +37,8 @@ void zr_worker_free_memory(zr_worker_t *w)
 		zr_mem_free(w, blk);
 	}
 	w->free_conns = NULL;
+	free(w->host_ips);
+	w->host_ips = NULL;
 	zr_hbone_free_memory(w);
 }
 

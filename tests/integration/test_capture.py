@@ -9,7 +9,8 @@ listener on 198.18.0.1). The pod connects to the server's workload IP and to the
 service VIP 198.18.10.1:80 (-> 8080) and moves data byte-exact each way.
 Inbound plaintext: nat PREROUTING -i <srv veth> -d 198.18.0.2 -> REDIRECT :15006;
 the server netns connects to the pod's port 9000 and zring delivers it.
-Also: zring's upstream SYNs carry SO_MARK 1337; metrics reporter=source/destination."""
+Also: zring's upstream SYNs carry SO_MARK 1337; metrics reporter=source/destination;
+captured connections to zring's own listeners are refused (reason="self")."""
 
 import os
 import socket
@@ -172,6 +173,23 @@ def main(t):
         rc, out = z.promtool_check(node.metrics_text())
         t.ok(rc in (0, None), 'promtool accepts the metrics', out[:500])
 
+    def own_listeners():
+        # zring never proxies to itself: the pod's captured connection to
+        # zring's inboundPlaintext listener (198.18.1.1:15006), and the
+        # server's to the pod's port 15006 (zring binds it on each local
+        # workload IP), are refused and counted as reason="self"
+        for label, make in (('captured outbound to %s:15006' % SRV_GW, lambda: from_pod(SRV_GW, 15006)),
+                            ('inbound plaintext to %s:15006' % POD,
+                             lambda: z.connect(POD, 15006, timeout=10, netns=srv.name))):
+            before = node.refused('self')
+            s = make()
+            s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+            r = z.outcome(s, 5)
+            s.close()
+            t.ok(r in ('eof', 'reset'), '%s: refused' % label, 'got %r' % (r,))
+            t.ok(z.wait_until(lambda: node.refused('self') > before, 3),
+                 '%s: counted as zring_connections_refused_total{reason="self"}' % label)
+
     def marks():
         marked = ipt.packets('filter', chain + 'M', 'mark match 0x539')
         total = ipt.packets('filter', chain + 'M', 'RETURN')
@@ -185,6 +203,7 @@ def main(t):
     t.subtest('half-close', half_close)
     t.subtest('inbound plaintext', inbound)
     t.subtest('source metrics', source_metrics)
+    t.subtest('own listeners', own_listeners)
     t.subtest('SO_MARK', marks)
     v = z.wait_until(lambda: node.metric('zring_worker_connections_active') == 0, 5, 0.2)
     t.ok(v, 'no connection left active', node.active_diag())

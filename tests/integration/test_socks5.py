@@ -25,7 +25,15 @@ def main(t):
     echo2 = z.EchoServer('127.0.2.4', 8080)
     bulk = z.BulkServer('127.0.2.5', 9000)
     hbone_echo = z.EchoServer('127.0.2.9', 8080)       # must never be reached in plaintext
-    stranger = z.EchoServer('127.0.3.1', 8080)         # no workload: reached by passthrough
+    stranger = z.EchoServer('127.0.3.1', 8080)         # node loopback, no workload: never reached
+    # passthrough needs a destination that is no loopback: with root, an
+    # address of our own on lo (198.18.45.1, fd45::1)
+    far = None
+    if os.geteuid() == 0:
+        for fam, cidr in (('-4', '198.18.45.1/32'), ('-6', 'fd45::1/128')):
+            z.sh('ip', fam, 'addr', 'add', cidr, 'dev', 'lo', *(('nodad',) if fam == '-6' else ()), check=False)
+            z.on_cleanup(lambda fam=fam, cidr=cidr: z.sh('ip', fam, 'addr', 'del', cidr, 'dev', 'lo', check=False))
+        far = z.EchoServer('198.18.45.1', 8080)
 
     special = {}
 
@@ -216,19 +224,31 @@ def main(t):
         t.diag('HBONE refusal replies: %r %r' % (code, code2))
 
         # ztunnel passes traffic to addresses that are neither a service VIP
-        # nor a workload straight through as plain TCP; so does zring.
+        # nor a workload straight through as plain TCP; so does zring, but
+        # never to the node's loopback.
         s0 = stranger.accepted
         code, s = try_(px, '127.0.3.1', 8080, src=CLIENT)
-        t.is_(code, 0, 'unknown destination IP is passed through (reply 0x00)')
+        t.is_(code, 2, 'node loopback 127.0.3.1 (no workload, no VIP) refused with 0x02')
         time.sleep(0.3)
-        t.is_(stranger.accepted - s0, 1, 'the passthrough connection reached the unknown destination')
+        t.is_(stranger.accepted - s0, 0, 'and never reached')
+        if far:
+            s0 = far.accepted
+            code, s = try_(px, '198.18.45.1', 8080, src=CLIENT)
+            t.is_(code, 0, 'unknown destination IP is passed through (reply 0x00)')
+            time.sleep(0.3)
+            t.is_(far.accepted - s0, 1, 'the passthrough connection reached the unknown destination')
+        else:
+            t.skip('passthrough to a non-loopback address', 'needs root')
         code, s = try_(px, 'nosuch.default.svc.cluster.local', 80, src=CLIENT)
         t.ok(code not in (0, 'timeout'), 'unknown hostname refused with a reply', 'reply %r' % (code,))
         code, s = try_(px, '127.10.0.1', 81, src=CLIENT)
         t.ok(code not in (0, 'timeout'), 'service VIP on a port the service lacks refused',
              'reply %r' % (code,))
         code, s = try_(px, '::1', 8080, src=CLIENT)
-        t.is_(code, 5, 'IPv6 passthrough to a closed port: upstream refused (0x05)')
+        t.is_(code, 2, 'IPv6 node loopback ::1 refused with 0x02')
+        if far:
+            code, s = try_(px, 'fd45::1', 8080, src=CLIENT)
+            t.is_(code, 5, 'IPv6 passthrough to a closed port: upstream refused (0x05)')
 
         code, s = try_(px, '127.0.2.3', 9999, src=CLIENT)
         t.is_(code, 5, 'upstream refusing (workload port closed) gives reply 0x05')

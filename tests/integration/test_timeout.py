@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """connectTimeout bounds the upstream connect. The destination workload lives in
 a network namespace whose iptables drops every SYN, so the connect never
-completes; zring must answer the SOCKS5 client (0x04, or close) after about
+completes; zring must answer the SOCKS5 client (0x06 timeout, or close) after about
 connectTimeout and count zring_connections_refused_total{reason="connect_timeout"}.
 Other connections keep working meanwhile. Needs root."""
 
@@ -45,7 +45,7 @@ def main(t):
         t0 = time.monotonic()
         code, s = z.socks5_try(px, dst, port, src=CLIENT, timeout=15)
         dt = time.monotonic() - t0
-        t.ok(code in (4, 'closed', 'reset'), '%s: refused (0x04 or close) when the connect times out' % label,
+        t.ok(code in (6, 'closed', 'reset'), '%s: refused (0x06 or close) when the connect times out' % label,
              'reply %r after %.2f s' % (code, dt))
         t.ok(0.7 <= dt <= 3.5, '%s: answered after about connectTimeout=1s' % label, 'took %.2f s' % dt)
         t.diag('%s: reply %r after %.2f s' % (label, code, dt))
@@ -78,7 +78,7 @@ def main(t):
         t.ok(dt < 0.9, 'and are not delayed by them', '20 echoes took %.2f s' % dt)
         for th in ths:
             th.join(15)
-        t.ok(res.get('slow', (None,))[0] in (4, 'closed', 'reset'), 'the hanging connects are then refused',
+        t.ok(res.get('slow', (None,))[0] in (6, 'closed', 'reset'), 'the hanging connects are then refused',
              repr(res.get('slow')))
 
     t.subtest('workload IP', one, BLACKHOLE, 8080, 'workload IP')

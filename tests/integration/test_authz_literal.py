@@ -84,16 +84,7 @@ def main(t):
 
     def hbone(src=CLIENT):
         """SOCKS5 on A -> HBONE -> B -> echo: 0 (echo works) or the SOCKS5 reply code."""
-        code, s = z.socks5_try(a.socks5, VIP, 80, src=src, timeout=10)
-        if s:
-            try:
-                s.sendall(b'probe')
-                if z.recv_exact(s, 5) != b'probe':
-                    code = 'bad echo'
-            except (OSError, EOFError) as e:
-                code = 'echo failed: %r' % e
-            s.close()
-        return code
+        return z.socks5_echo_probe(a.socks5, VIP, 80, src=src)
 
     def literal():
         set_policies([])

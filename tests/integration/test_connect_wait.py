@@ -31,42 +31,15 @@ HOLE = '127.45.5.9'          # plain TCP workload whose accept queue is full: co
 CLIENT_ID, SERVER_ID = z.spiffe('client'), z.spiffe('server')
 
 
-class SlowH2Server:
+class SlowH2Server(z.HboneTestServer):
     """HBONE peer that answers CONNECT according to the authority's port."""
 
     def __init__(self, certdir, ip, port=15008):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self.ctx.load_cert_chain(os.path.join(certdir, 'server.pem'), os.path.join(certdir, 'server.key'))
-        self.ctx.load_verify_locations(os.path.join(certdir, 'root-cert.pem'))
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.set_alpn_protocols(['h2'])
-        self.lsock = z.listen_socket(ip, port)
-        self.lsock.settimeout(0.2)
         self.requests = 0
         self.conns = 0
         self.resets = []      # (stream id, error code)
         self.errors = []
-        self._stop = False
-        threading.Thread(target=self._loop, daemon=True).start()
-        z.on_cleanup(self.close)
-
-    def close(self):
-        self._stop = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, peer = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c, peer), daemon=True).start()
+        z.HboneTestServer.__init__(self, certdir, ip, port)
 
     def _serve(self, raw, peer):
         import h2.config

@@ -97,16 +97,7 @@ def main(t):
             c.close()
 
     def probe(src):
-        code, s = z.socks5_try(px, VIP, 80, src=src, timeout=10)
-        if s:
-            try:
-                s.sendall(b'probe')
-                if z.recv_exact(s, 5) != b'probe':
-                    code = 'bad echo'
-            except (OSError, EOFError) as e:
-                code = 'echo failed: %r' % e
-            s.close()
-        return code
+        return z.socks5_echo_probe(px, VIP, 80, src=src)
 
     def hbone_streams():
         """B's inbound HBONE streams to the server: [(source ip, source port)]."""

@@ -71,16 +71,7 @@ def main(t):
             time.sleep(1.0)  # no usable metrics: give the reload a moment
 
     def probe(src=CLIENT, port=80, dst=VIP):
-        code, s = z.socks5_try(px, dst, port, src=src, timeout=10)
-        if s:
-            try:
-                s.sendall(b'probe')
-                if z.recv_exact(s, 5) != b'probe':
-                    code = 'bad echo'
-            except (OSError, EOFError) as e:
-                code = 'echo failed: %r' % e
-            s.close()
-        return code
+        return z.socks5_echo_probe(px, dst, port, src=src)
 
     def deny_metrics():
         ms = b.metrics()

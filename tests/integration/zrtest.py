@@ -960,6 +960,21 @@ _pool = random.Random(0x5EED2).randbytes(_POOL_SIZE)
 _POOL = memoryview(_pool + _pool[:_BLOCK])
 
 
+
+def socks5_echo_probe(proxy, host, port, src=None, timeout=10.0):
+    """SOCKS5 CONNECT through `proxy` to an echo service, then 'probe' there and
+    back: 0 when the echo came back, else the SOCKS5 reply code (or why not)."""
+    code, s = socks5_try(proxy, host, port, src=src, timeout=timeout)
+    if s:
+        try:
+            s.sendall(b'probe')
+            if recv_exact(s, 5) != b'probe':
+                code = 'bad echo'
+        except (OSError, EOFError) as e:
+            code = 'echo failed: %r' % e
+        s.close()
+    return code
+
 def gen_blocks(total, seed=0, block=_BLOCK):
     """Yields memoryviews (<= block bytes) totalling `total` bytes; each block is a
     different window of a random pool, so lost/duplicated/reordered data changes the hash."""
@@ -1523,6 +1538,48 @@ def tls_failures(node, reason=None):
     if reason is None:
         return node.metric('zring_tls_handshake_failures_total')
     return node.metric('zring_tls_handshake_failures_total', reason=reason)
+
+
+class HboneTestServer:
+    """Base of the tests' own HBONE servers (Python ssl + h2): a TLS 1.3 server
+    context with certdir's NAME.pem/.key and client certificates required
+    (ALPN h2), an accept loop in a thread, and _serve(raw_socket, peer) in a
+    thread per connection (subclasses write it). Set the subclass's own fields
+    before calling __init__: connections may arrive at once."""
+
+    def __init__(self, certdir, ip, port=15008, cert='server'):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.ctx.load_cert_chain(os.path.join(certdir, cert + '.pem'), os.path.join(certdir, cert + '.key'))
+        self.ctx.load_verify_locations(os.path.join(certdir, 'root-cert.pem'))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.set_alpn_protocols(['h2'])
+        self.lsock = listen_socket(ip, port)
+        self.lsock.settimeout(0.2)
+        self._stop = False
+        threading.Thread(target=self._loop, daemon=True).start()
+        on_cleanup(self.close)
+
+    def close(self):
+        self._stop = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, peer = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c, peer), daemon=True).start()
+
+    def _serve(self, raw, peer):
+        raise NotImplementedError
 
 
 def hbone_tls_context(certdir, cert='client', ca='root-cert.pem', verify=True):

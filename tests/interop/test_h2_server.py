@@ -27,45 +27,17 @@ CLIENT_ID = z.spiffe('client')
 SERVER_ID = z.spiffe('server')
 
 
-class H2EchoServer:
+class H2EchoServer(z.HboneTestServer):
     """HBONE server: answers CONNECT with 200 and echoes DATA, honouring flow control.
     Authorities with special ports: 7003 -> RST_STREAM(CANCEL) after the first data,
     7777 -> 401, 9 -> 503."""
 
     def __init__(self, certdir, ip, port=15008):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self.ctx.load_cert_chain(os.path.join(certdir, 'server.pem'), os.path.join(certdir, 'server.key'))
-        self.ctx.load_verify_locations(os.path.join(certdir, 'root-cert.pem'))
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.ctx.set_alpn_protocols(['h2'])
-        self.lsock = z.listen_socket(ip, port)
-        self.lsock.settimeout(0.2)
         self.requests = []     # (peer, headers dict)
         self.conns = []        # dicts: version, alpn, sans, peer
         self.errors = []
         self.resets_seen = []
-        self._stop = False
-        self.th = threading.Thread(target=self._loop, daemon=True)
-        self.th.start()
-        z.on_cleanup(self.close)
-
-    def close(self):
-        self._stop = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, peer = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c, peer), daemon=True).start()
+        z.HboneTestServer.__init__(self, certdir, ip, port)
 
     def _serve(self, raw, peer):
         import h2.config

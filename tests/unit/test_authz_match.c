@@ -255,6 +255,10 @@ static void test_ips_ports(void)
 		{"destinationIps", "10.0.0.1/32", "10.1.0.1", "fd00::1", 80, false},
 		{"destinationIps", "\"fd00::/64\"", "fd00:1::9", "fd00::1", 80, true},
 		{"destinationIps", "\"fd00::/64\"", "10.1.0.1", "10.0.0.1", 80, false},
+		{"sourceIps", "\"::ffff:10.1.0.0/112\"", "10.1.2.3", "10.0.0.1", 80, true},
+		{"sourceIps", "\"::ffff:10.1.0.0/112\"", "10.2.0.1", "10.0.0.1", 80, false},
+		{"destinationIps", "\"::ffff:10.0.0.1/128\"", "10.1.0.1", "10.0.0.1", 80, true},
+		{"destinationIps", "\"::ffff:10.0.0.1/128\"", "10.1.0.1", "10.0.0.2", 80, false},
 		{"destinationPorts", "80", "10.1.0.1", "10.0.0.1", 80, true},
 		{"destinationPorts", "80", "10.1.0.1", "10.0.0.1", 81, false},
 		{"destinationPorts", "\"8080\"", "10.1.0.1", "10.0.0.1", 8080, true},
@@ -314,6 +318,10 @@ static void test_errors(void)
 	expect_err("namespaces", "!!int 5", "[0]", "unsupported tag");
 	expect_err("namespaces", "[a]", "[0]", "expected a string, got a list");
 	expect_err("sourceIps", "!Exact 10.0.0.0/8", "[0]", "sourceIps takes CIDRs; !Exact is a string match");
+	/* "/-0" was /0: a DENY on one address denied all of IPv4 */
+	expect_err("sourceIps", "10.1.2.3/-0", "[0]", "bad CIDR \"10.1.2.3/-0\"");
+	expect_err("notSourceIps", "\"10.0.0.0/+8\"", "[0]", "bad CIDR");
+	expect_err("destinationIps", "\"::ffff:10.9.9.9/24\"", "[0]", "bad CIDR");
 	expect_err("notDestinationIps", "!Prefix 10.0.0.1", "[0]", "takes CIDRs");
 	expect_err("destinationPorts", "!Exact 80", "[0]", "destinationPorts takes port numbers");
 	expect_err("notDestinationPorts", "!Presence []", "[0]", "takes port numbers");

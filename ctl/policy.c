@@ -3,10 +3,16 @@
  * (zr_string_match_t): ztunnel's StringMatch enum, which serde_yaml writes
  * `!Exact x` and also reads as `{Exact: x}`, is literal; only a plain string
  * gets the AuthorizationPolicy CRD's shorthand (SPEC "Local state"). Service
- * accounts are stored as "namespace/serviceAccount". */
+ * accounts are stored as "namespace/serviceAccount".
+ *
+ * Whatever could widen a policy unseen is an error: null where a list is
+ * expected (never the empty list, whose meaning is ztunnel's), a tag
+ * anywhere but on a string match, a principal that can never match, and a
+ * second policy of one namespace/name (ztunnel would keep only the last). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ctl/config-int.h"
 
@@ -44,6 +50,17 @@ static bool no_value(const yaml_node_t *n)
 		       (!*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL"));
 	}
 	return zr_yaml_len(n) == 0;
+}
+
+/* Nowhere but on a string match does a local tag mean something, and no
+ * foreign one does (serde_yaml ignores a tag on a list or map: the CRD
+ * shorthand would then still apply to the strings inside). `also` (NULL:
+ * none) is one more YAML type tag allowed besides the node kind's own. */
+static int untagged(zr_yaml_walk_t *w, const yaml_node_t *n, const char *what, const char *also)
+{
+	if (!n || (!local_tag(n) && !foreign_tag(n)) || (also && !strcmp((const char *)n->tag, also)))
+		return 0;
+	return zr_yaml_fail(w, n, "%s takes no tag, got %s", what, (const char *)n->tag);
 }
 
 static int set_match(zr_yaml_walk_t *w, yaml_node_t *n, zr_string_match_t *out, zr_string_match_kind_t kind,
@@ -159,13 +176,27 @@ struct sa_ctx {
 	char *ns, *sa;
 };
 
+/* One name of the map form, as strictly as the "ns/sa" form: a '*' would
+ * read as a wildcard that is none, a '/' would re-split "ns/sa" elsewhere
+ * (/config_dump, the shorthand), and an empty name matches no identity. */
+static int sa_name(zr_yaml_walk_t *w, yaml_node_t *v, char **out)
+{
+	if (sa_no_tag(w, v) != 0 || untagged(w, v, "a service account name", NULL) != 0 || zr_yaml_str(w, v, out) != 0)
+		return -1;
+	if (**out && !strpbrk(*out, "*/"))
+		return 0;
+	return zr_yaml_fail(w, v,
+			    "bad name \"%s\" (want a non-empty name without '*' or '/', matched exactly: no wildcards)",
+			    *out);
+}
+
 static int sa_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
 {
 	struct sa_ctx *c = ctx;
 	if (!strcmp(key, "namespace"))
-		return sa_no_tag(w, v) ? -1 : zr_yaml_str(w, v, &c->ns);
+		return sa_name(w, v, &c->ns);
 	if (!strcmp(key, "serviceAccount"))
-		return sa_no_tag(w, v) ? -1 : zr_yaml_str(w, v, &c->sa);
+		return sa_name(w, v, &c->sa);
 	return 1;
 }
 
@@ -192,6 +223,8 @@ static int sa_match(zr_yaml_walk_t *w, yaml_node_t *n, char **out)
 		return -1;
 	}
 	struct sa_ctx c = {0};
+	if (untagged(w, n, "a service account", NULL) != 0)
+		return -1;
 	int rc = zr_yaml_map(w, n, sa_field, &c);
 	if (rc == 0 && (!c.ns || !c.sa)) {
 		zr_yaml_push_key(w, c.ns ? "serviceAccount" : "namespace");
@@ -209,6 +242,7 @@ static int sa_match(zr_yaml_walk_t *w, yaml_node_t *n, char **out)
 struct list_ctx {
 	const char *key;
 	int kind; /* 0 string match, 1 service account, 2 cidr, 3 port */
+	bool principal;
 	void *v;
 	size_t *n;
 };
@@ -221,9 +255,24 @@ static int list_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 		return zr_yaml_fail(w, item, "%s takes %s; %s is a string match", c->key,
 				    c->kind == 2 ? "CIDRs" : "port numbers", (const char *)item->tag);
 	switch (c->kind) {
-	case 0:
-		rc = string_match(w, item, &((zr_string_match_t *)c->v)[i]);
+	case 0: {
+		zr_string_match_t *m = &((zr_string_match_t *)c->v)[i];
+		rc = string_match(w, item, m);
+		/* ztunnel compares principals without "spiffe://" (and so does
+		 * zring): with it, a DENY would deny nothing, a notPrincipals
+		 * exclude no one. */
+		if (rc == 0 && c->principal && m->kind != ZR_STRING_PRESENCE &&
+		    !strncasecmp(m->value, "spiffe://", 9)) {
+			rc = zr_yaml_fail(w, item,
+					  "principal \"%s\" can never match: principals are compared without "
+					  "\"spiffe://\" (write \"%s\")",
+					  m->value, m->value + 9);
+			/* not counted in *c->n: freed here */
+			free(m->value);
+			m->value = NULL;
+		}
 		break;
+	}
 	case 1:
 		rc = sa_match(w, item, &((char **)c->v)[i]);
 		break;
@@ -248,8 +297,20 @@ static int list_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 static int parse_list(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, int kind, size_t elem, void **out,
 		      size_t *n_out)
 {
-	size_t len = v && v->type == YAML_SEQUENCE_NODE ? zr_yaml_len(v) : 0;
-	struct list_ctx c = {.key = key, .kind = kind, .n = n_out};
+	/* `principals: ~` (a template that rendered nothing) must not read as
+	 * "no constraint"; a tag on the list would not reach its items. */
+	if (zr_yaml_is_null(v))
+		return zr_yaml_fail(w, v, "expected a list, got null (write [] for no constraint)");
+	if (local_tag(v) && kind == 0)
+		return zr_yaml_fail(w, v, "%s takes no tag, got %s (tag each item instead: %s: [%s x])", key,
+				    (const char *)v->tag, key, (const char *)v->tag);
+	if (untagged(w, v, key, NULL) != 0)
+		return -1;
+	size_t len = v->type == YAML_SEQUENCE_NODE ? zr_yaml_len(v) : 0;
+	struct list_ctx c = {.key = key,
+			     .kind = kind,
+			     .principal = !strcmp(key, "principals") || !strcmp(key, "notPrincipals"),
+			     .n = n_out};
 	if (len && !(c.v = calloc(len, elem)))
 		return zr_yaml_fail(w, v, "out of memory");
 	*out = c.v;
@@ -297,17 +358,37 @@ static int match_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 	cl->n_matches = i + 1;
 	if (!item || item->type != YAML_MAPPING_NODE)
 		return zr_yaml_fail(w, item, "expected a map, got %s", zr_yaml_kind(item));
+	if (untagged(w, item, "a match", NULL) != 0)
+		return -1;
 	return zr_yaml_map(w, item, match_field, &cl->matches[i]);
+}
+
+/* A list level of `rules` (the rules, a rule's clauses, a clause's
+ * matches): null is an error, not the empty list, whose meaning
+ * (ztunnel's) is spelled out in the message: no rules match nothing, an
+ * empty rule or clause matches everything. */
+static int rules_level(zr_yaml_walk_t *w, yaml_node_t *n, const char *what, const char *empty, size_t elem, void **out)
+{
+	if (zr_yaml_is_null(n))
+		return zr_yaml_fail(w, n, "expected %s, got null (%s)", what, empty);
+	if (!n || n->type != YAML_SEQUENCE_NODE)
+		return zr_yaml_fail(w, n, "expected %s, got %s", what, zr_yaml_kind(n));
+	if (untagged(w, n, what, NULL) != 0)
+		return -1;
+	size_t len = zr_yaml_len(n);
+	if (len && !(*out = calloc(len, elem)))
+		return zr_yaml_fail(w, n, "out of memory");
+	return 0;
 }
 
 static int clause_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 {
 	zr_policy_rule_t *r = ctx;
 	zr_policy_clause_t *cl = &r->clauses[i];
-	size_t n = item && item->type == YAML_SEQUENCE_NODE ? zr_yaml_len(item) : 0;
 	r->n_clauses = i + 1;
-	if (n && !(cl->matches = calloc(n, sizeof(*cl->matches))))
-		return zr_yaml_fail(w, item, "out of memory");
+	if (rules_level(w, item, "a clause (a list of matches)", "[] is a clause that matches everything",
+			sizeof(*cl->matches), (void **)&cl->matches) != 0)
+		return -1;
 	return zr_yaml_seq(w, item, match_item, cl);
 }
 
@@ -315,16 +396,16 @@ static int rule_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 {
 	zr_policy_t *pol = ctx;
 	zr_policy_rule_t *r = &pol->rules[i];
-	size_t n = item && item->type == YAML_SEQUENCE_NODE ? zr_yaml_len(item) : 0;
 	pol->n_rules = i + 1;
-	if (n && !(r->clauses = calloc(n, sizeof(*r->clauses))))
-		return zr_yaml_fail(w, item, "out of memory");
+	if (rules_level(w, item, "a rule (a list of clauses)", "[] is a rule that matches everything",
+			sizeof(*r->clauses), (void **)&r->clauses) != 0)
+		return -1;
 	return zr_yaml_seq(w, item, clause_item, r);
 }
 
 struct pol_ctx {
 	zr_policy_t *pol;
-	bool scope, action;
+	bool scope, action, rules;
 };
 
 static int policy_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
@@ -334,10 +415,13 @@ static int policy_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void
 	struct pol_ctx *c = ctx;
 	zr_policy_t *pol = c->pol;
 	int idx;
+	/* `action: !Deny Allow` has no one meaning: no tag anywhere here. */
+	if (strcmp(key, "rules") && untagged(w, v, key, !strcmp(key, "dryRun") ? YAML_BOOL_TAG : NULL) != 0)
+		return -1;
 	if (!strcmp(key, "name"))
 		return zr_yaml_str(w, v, &pol->name);
 	if (!strcmp(key, "namespace"))
-		return zr_yaml_str_opt(w, v, &pol->namespace_);
+		return zr_yaml_str(w, v, &pol->namespace_);
 	if (!strcmp(key, "scope")) {
 		if (zr_yaml_enum(w, v, "scope", scopes, &idx) != 0)
 			return -1;
@@ -355,12 +439,24 @@ static int policy_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void
 	if (!strcmp(key, "dryRun"))
 		return zr_yaml_bool(w, v, &pol->dry_run);
 	if (!strcmp(key, "rules")) {
-		size_t n = v && v->type == YAML_SEQUENCE_NODE ? zr_yaml_len(v) : 0;
-		if (n && !(pol->rules = calloc(n, sizeof(*pol->rules))))
-			return zr_yaml_fail(w, v, "out of memory");
+		c->rules = true;
+		if (rules_level(w, v, "a list of rules", "[] is no rules: the policy matches nothing",
+				sizeof(*pol->rules), (void **)&pol->rules) != 0)
+			return -1;
 		return zr_yaml_seq(w, v, rule_item, pol);
 	}
 	return 1;
+}
+
+/* The node of item i of the list that holds `item` (the `policies` list):
+ * looked for only to name the first of two duplicates. */
+static const yaml_node_t *sibling(zr_yaml_walk_t *w, const yaml_node_t *item, size_t i, size_t j)
+{
+	yaml_node_item_t id = (yaml_node_item_t)(item - w->doc->nodes.start) + 1;
+	for (yaml_node_t *n = w->doc->nodes.start; n < w->doc->nodes.top; n++)
+		if (n->type == YAML_SEQUENCE_NODE && zr_yaml_len(n) > i && n->data.sequence.items.start[i] == id)
+			return zr_yaml_node(w, n->data.sequence.items.start[j]);
+	return NULL;
 }
 
 int zr_state_policy_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
@@ -370,16 +466,33 @@ int zr_state_policy_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *c
 	st->n_policies = i + 1;
 	if (!item || item->type != YAML_MAPPING_NODE)
 		return zr_yaml_fail(w, item, "expected a map, got %s", zr_yaml_kind(item));
-	if (zr_yaml_map(w, item, policy_field, &c) != 0)
+	if (untagged(w, item, "a policy", NULL) != 0 || zr_yaml_map(w, item, policy_field, &c) != 0)
 		return -1;
-	/* A policy whose effect is unknown must not load as a default. */
-	const char *missing = !c.pol->name ? "name" : !c.scope ? "scope" : !c.action ? "action" : NULL;
+	/* A policy whose effect is unknown must not load as a default. All of
+	 * these are required by ztunnel too (a Global policy has a namespace as
+	 * well, the root namespace, which only names it). */
+	const char *missing = !c.pol->name	 ? "name" :
+			      !c.pol->namespace_ ? "namespace" :
+			      !c.scope		 ? "scope" :
+			      !c.action		 ? "action" :
+			      !c.rules		 ? "rules" :
+						   NULL;
 	if (missing) {
 		zr_yaml_push_key(w, missing);
 		return zr_yaml_fail(w, item, "missing required key");
 	}
-	if (!c.pol->namespace_ && !(c.pol->namespace_ = strdup("")))
-		return zr_yaml_fail(w, item, "out of memory");
+	/* ztunnel keys policies by namespace/name and keeps the last one of a
+	 * name; zring would apply both. Neither is what was meant. */
+	for (size_t j = 0; j < i; j++) {
+		const zr_policy_t *o = &st->policies[j];
+		if (strcmp(o->name, c.pol->name) || strcmp(o->namespace_, c.pol->namespace_))
+			continue;
+		const yaml_node_t *first = sibling(w, item, i, j);
+		return zr_yaml_fail(w, item,
+				    "duplicate policy %s/%s: first at %s:%u (a name may be used once per namespace)",
+				    c.pol->namespace_, c.pol->name, w->file ? w->file : "",
+				    first ? (unsigned)first->start_mark.line + 1 : 0);
+	}
 	return 0;
 }
 

@@ -39,17 +39,25 @@ int zr_cidr_parse(const char *s, zr_ip_t *ip, uint8_t *prefix_len)
 	tmp[n] = '\0';
 	if (zr_ip_parse(tmp, ip) != 0)
 		return -EINVAL;
-	unsigned max = ip->family == AF_INET ? 32 : 128;
+	/* ::ffff:a.b.c.d is stored as IPv4, but its prefix counts IPv6 bits:
+	 * /96../128 are /0../32 of the IPv4 address; a shorter one would
+	 * cover more than IPv4-mapped addresses, which no IPv4 prefix says. */
+	bool mapped = ip->family == AF_INET && strchr(tmp, ':');
+	unsigned max = ip->family == AF_INET && !mapped ? 32 : 128;
 	if (!slash) {
-		*prefix_len = (uint8_t)max;
+		*prefix_len = ip->family == AF_INET ? 32 : 128;
 		return 0;
 	}
-	char *end;
-	errno = 0;
-	unsigned long p = strtoul(slash + 1, &end, 10);
-	if (errno || end == slash + 1 || *end != '\0' || p > max)
+	/* Decimal digits only: strtoul would take "-0" (as 0, the whole
+	 * address space), "+8" and " 8". */
+	const char *d = slash + 1;
+	size_t nd = strspn(d, "0123456789");
+	if (nd == 0 || nd > 3 || d[nd] != '\0')
 		return -EINVAL;
-	*prefix_len = (uint8_t)p;
+	unsigned p = (unsigned)strtoul(d, NULL, 10);
+	if (p > max || (mapped && p < 96))
+		return -EINVAL;
+	*prefix_len = (uint8_t)(mapped ? p - 96 : p);
 	return 0;
 }
 

@@ -28,7 +28,9 @@ typedef struct zr_sockaddr {
 int zr_addr_parse(const char *s, zr_sockaddr_t *out) __attribute__((warn_unused_result));
 /* "1.2.3.4" or "::1" (an IPv4-mapped IPv6 address is stored as IPv4). */
 int zr_ip_parse(const char *s, zr_ip_t *out) __attribute__((warn_unused_result));
-/* "10.0.0.0/8", or a plain address (full-length prefix). */
+/* "10.0.0.0/8", or a plain address (full-length prefix). The length is 1-3
+ * decimal digits; an IPv4-mapped address takes /96../128, stored as the
+ * IPv4 prefix (length - 96). */
 int zr_cidr_parse(const char *s, zr_ip_t *ip, uint8_t *prefix_len) __attribute__((warn_unused_result));
 bool zr_ip_in_cidr(const zr_ip_t *ip, const zr_ip_t *net, uint8_t prefix_len);
 

@@ -416,8 +416,8 @@ static void test_state_errors(void)
 		   "localXds.policies[0].scope", "unknown scope", "unknown scope");
 	expect_err("node: n\nlocalXds:\n  policies:\n  - {name: p, namespace: d, scope: Global, action: Audit}\n", 4,
 		   "localXds.policies[0].action", "unknown action", "unknown action");
-	expect_err("node: n\nlocalXds:\n  policies:\n  - {name: p, scope: Global}\n", 4, "localXds.policies[0].action",
-		   "missing required key", "policy without action");
+	expect_err("node: n\nlocalXds:\n  policies:\n  - {name: p, namespace: d, scope: Global}\n", 4,
+		   "localXds.policies[0].action", "missing required key", "policy without action");
 	expect_err("node: n\nlocalXds:\n  policies:\n  - name: p\n    scope: Global\n    action: Deny\n"
 		   "    rules: [[[{sourceIp: [1.2.3.4]}]]]\n",
 		   7, "localXds.policies[0].rules[0][0][0].sourceIp", "unknown key", "unknown match key");
@@ -456,6 +456,80 @@ static void test_state_errors(void)
 	ok(rc == -1 && !strcmp(err.file, src("tests/unit/data/bad-syntax.yaml")) && err.line == 4 &&
 		   strstr(err.message, "started at line 3") && strstr(err.message, "YAML syntax error"),
 	   "syntax error inside localXdsPath names that file and line");
+	zr_config_free(cfg);
+}
+
+#define POL(extra) \
+	"  - {name: p, namespace: d, scope: Namespace, action: Deny, rules: [[[{destinationPorts: [22]}]]]" extra "}\n"
+
+/* The policy map itself, as ztunnel reads it (rbac.rs Authorization: every
+ * key but dryRun required, deny_unknown_fields), and what ztunnel would
+ * resolve differently from zring. */
+static void test_policy_errors(void)
+{
+	static const char head[] = "node: n\nlocalXds:\n  policies:\n";
+	char y[2048];
+	/* No namespace: ztunnel refuses it, whatever the scope (a Global policy
+	 * lives in the root namespace); it defaulted to "" here. */
+	snprintf(y, sizeof(y), "%s%s", head, "  - {name: p, scope: Namespace, action: Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].namespace", "missing required key", "policy without namespace");
+	snprintf(y, sizeof(y), "%s%s", head, "  - name: p\n    scope: Global\n    action: Deny\n    rules: [[]]\n");
+	expect_err(y, 4, "localXds.policies[0].namespace", "missing required key", "Global policy without namespace");
+	snprintf(y, sizeof(y), "%s%s", head, "  - {name: p, namespace: ~, scope: Global, action: Deny, rules: [[]]}\n");
+	expect_err(y, 4, "localXds.policies[0].namespace", "expected a string, got null", "policy with namespace: ~");
+	snprintf(y, sizeof(y), "%s%s", head, "  - {name: p, namespace: d, scope: Global, action: Deny}\n");
+	expect_err(y, 4, "localXds.policies[0].rules", "missing required key", "policy without rules");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: p, namespace: \"\", scope: Global, action: Deny, rules: []}\n");
+	zr_config_error_t err;
+	zr_config_t *cfg = load(y, &err, NULL);
+	ok(cfg && !strcmp(cfg->state.policies[0].namespace_, ""),
+	   "namespace: \"\" written out loads (ztunnel: a string)");
+	zr_config_free(cfg);
+
+	/* Two policies of one namespace/name: ztunnel keeps only the last one
+	 * (its store is keyed by it), zring applied both. */
+	snprintf(y, sizeof(y), "%s%s%s%s", head, POL(""),
+		 "  - {name: p, namespace: e, scope: Global, action: Deny, rules: []}\n",
+		 "  - name: p\n    namespace: d\n    scope: Namespace\n    action: Allow\n    rules: [[]]\n");
+	expect_err(y, 6, "localXds.policies[2]", "duplicate policy d/p: first at ", "duplicate namespace/name");
+	cfg = load(y, &err, NULL);
+	ok(!cfg && strstr(err.message, "tests/unit/data/t.yaml:4 "), "  ... naming the line of the first one");
+	if (!cfg)
+		diag("  %s", err.message);
+	zr_config_free(cfg);
+	snprintf(y, sizeof(y), "%s%s%s", head, POL(""),
+		 "  - {name: p, namespace: e, scope: Namespace, action: Deny, rules: []}\n");
+	cfg = load(y, &err, NULL);
+	ok(cfg && cfg->state.n_policies == 2, "one name in two namespaces loads");
+	zr_config_free(cfg);
+
+	/* Tags: meaningless on the policy and its fields (`action: !Deny Allow`). */
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - !Exact {name: p, namespace: d, scope: Namespace, action: Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0]", "a policy takes no tag, got !Exact", "tagged policy");
+	snprintf(y, sizeof(y), "%s%s", head, POL(", dryRun: !Exact true"));
+	expect_err(y, 4, "localXds.policies[0].dryRun", "dryRun takes no tag, got !Exact", "tagged dryRun");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: p, namespace: d, scope: Namespace, action: !Exact Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].action", "action takes no tag, got !Exact", "action: !Exact Allow");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: p, namespace: d, scope: Namespace, action: !Deny Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].action", "action takes no tag, got !Deny", "action: !Deny Allow");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: p, namespace: d, scope: !!int Global, action: Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].scope", "scope takes no tag", "scope: !!int Global");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: !Prefix p, namespace: d, scope: Global, action: Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].name", "name takes no tag, got !Prefix", "name: !Prefix p");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - {name: p, namespace: !Exact d, scope: Global, action: Allow, rules: []}\n");
+	expect_err(y, 4, "localXds.policies[0].namespace", "namespace takes no tag", "namespace: !Exact d");
+	snprintf(y, sizeof(y), "%s%s", head,
+		 "  - !!map {name: !!str p, namespace: d, scope: Namespace, action: Deny, dryRun: !!bool true,"
+		 " rules: !!seq []}\n");
+	cfg = load(y, &err, NULL);
+	ok(cfg && cfg->state.policies[0].dry_run, "YAML's own tags (!!map, !!str, !!bool, !!seq) load");
 	zr_config_free(cfg);
 }
 
@@ -589,6 +663,7 @@ int main(void)
 	test_errors();
 	test_inline_state();
 	test_state_errors();
+	test_policy_errors();
 	test_ztunnel_file();
 	test_example();
 	test_json();

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <yaml.h>
 
 #include "ctl/config.h"
 #include "ctl/server.h"
@@ -326,6 +327,73 @@ static void test_errors(void)
 #undef SVC
 }
 
+/* examples/local-state.yaml must be a file ztunnel's local mode loads:
+ * serde_yaml 0.9 reads a StringMatch only as a tag (!Exact x), neither as a
+ * plain string (zring's CRD shorthand) nor as a map {Exact: x} (serde_json's
+ * form). Every item of a string-match list in it must carry such a tag. */
+static void test_example_strict(void)
+{
+	static const char *const keys[] = {"principals", "notPrincipals", "namespaces", "notNamespaces"};
+	FILE *f = fopen(src("examples/local-state.yaml"), "rb");
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	if (!ok(f != NULL, "examples/local-state.yaml readable"))
+		return;
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	if (!ok(yaml_parser_load(&parser, &doc), "examples/local-state.yaml parses")) {
+		yaml_parser_delete(&parser);
+		fclose(f);
+		return;
+	}
+	size_t lists = 0, untagged = 0;
+	for (yaml_node_t *n = doc.nodes.start; n < doc.nodes.top; n++) {
+		if (n->type != YAML_MAPPING_NODE)
+			continue;
+		for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+			yaml_node_t *k = yaml_document_get_node(&doc, pr->key);
+			yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
+			bool match_key = false;
+			for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && k && k->type == YAML_SCALAR_NODE; i++)
+				match_key |= !strcmp((const char *)k->data.scalar.value, keys[i]);
+			if (!match_key || !v || v->type != YAML_SEQUENCE_NODE)
+				continue;
+			lists++;
+			for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+			     it++) {
+				yaml_node_t *item = yaml_document_get_node(&doc, *it);
+				const char *tag = item ? (const char *)item->tag : NULL;
+				if (!tag || tag[0] != '!' || tag[1] == '!' || !tag[1] || !strncmp(tag, "tag:", 4)) {
+					untagged++;
+					diag("  untagged string match at line %lu",
+					     item ? (unsigned long)item->start_mark.line + 1 : 0);
+				}
+			}
+		}
+	}
+	ok(lists > 0 && untagged == 0,
+	   "examples/local-state.yaml spells every string match as ztunnel does (!Exact ...)");
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	fclose(f);
+
+	zr_config_error_t err;
+	zr_config_t *cfg = NULL;
+	int rc = zr_config_load(src("examples/zring.yaml"), &cfg, &err);
+	const zr_policy_t *pol = rc == 0 && cfg->state.n_policies == 1 ? &cfg->state.policies[0] : NULL;
+	const zr_policy_match_t *m =
+		pol && pol->n_rules == 1 && pol->rules[0].n_clauses == 1 && pol->rules[0].clauses[0].n_matches == 1 ?
+			&pol->rules[0].clauses[0].matches[0] :
+			NULL;
+	ok(m && m->n_principals == 1 && m->principals[0].kind == ZR_STRING_EXACT &&
+		   !strcmp(m->principals[0].value, "cluster.local/ns/default/sa/client"),
+	   "the example's allow-client policy: principal !Exact cluster.local/ns/default/sa/client");
+	ok(rc == 0 && cfg->state.n_workloads == 3 && cfg->state.workloads[0].status == ZR_HEALTHY &&
+		   !strcmp(cfg->state.workloads[0].workload_type, "deployment"),
+	   "the example's client workload: workloadType and status kept");
+	zr_config_free(cfg);
+}
+
 int main(void)
 {
 	if (!realpath("../..", root))
@@ -334,5 +402,6 @@ int main(void)
 	test_load_balancing();
 	test_warnings();
 	test_errors();
+	test_example_strict();
 	return done_testing();
 }

@@ -127,9 +127,36 @@ def main(t):
         t.ok(re.search(r'state\.yaml:%d:\d+: workloads\[1\]\.status' % want_line, err),
              'check-config names file:line:col and key', 'stderr %r' % err[:300])
 
+    def bad_tags():
+        """Tagged matches zring rejects (ctl/policy.c): the reload fails, the
+        running state stays."""
+        base = copy.deepcopy(node.state)
+        del base['policies']
+        for what, match, msg in (
+                ('unknown tag', 'principals: [!Regex "a.*"]', 'unknown string match !Regex'),
+                ('tag on a non-string', 'destinationPorts: [!Exact 80]', 'destinationPorts takes port numbers')):
+            off = node.log_size()
+            text = z.dump_yaml(base) + (
+                'policies:\n- name: deny-all\n  namespace: default\n  scope: Global\n  action: Deny\n'
+                '  dryRun: false\n  rules: [[[{%s}]]]\n' % match)
+            node.write_state(text)
+            node.reload()
+            line = len(text.splitlines())
+            pat = re.compile(r'state\.yaml:%d:\d+: policies\[0\]\.rules\[0\]\[0\]\[0\]\.\w+\[0\]: .*%s'
+                             % (line, re.escape(msg)))
+            errs = z.wait_until(lambda: [r for r in node.log_records(off) if r.get('level') == 'error'
+                                         and pat.search(r.get('msg', ''))], 5, 0.1)
+            t.ok(errs, '%s: SIGHUP logs file:line:col, key and "%s"' % (what, msg),
+                 'log since reload: %r' % node.log_records(off)[-5:])
+            t.is_(node.config_dump().get('policies'), [], '%s: running state kept (no policy)' % what)
+            seen = spread()
+            t.is_(sum(seen.get(k, 0) for k in 'AB'), N, '%s: connections keep flowing' % what)
+        node.write_state(z.dump_yaml(node.state))
+
     t.subtest('unhealthy endpoint', unhealthy)
     t.subtest('healthy again after SIGHUP', healthy_again)
     t.subtest('bad status on SIGHUP', bogus)
+    t.subtest('bad tagged matches on SIGHUP', bad_tags)
     t.ok(node.alive(), 'zring still running at the end')
 
 

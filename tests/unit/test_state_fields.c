@@ -238,7 +238,7 @@ static void test_warnings(void)
 		"    loadBalancer: {mode: Strict, routingPreferences: [Zone], healthPolicy: OnlyHealthy}\n"
 		"  - {name: other, namespace: default, hostname: other.default.svc.cluster.local, vips: [],\n"
 		"     ipFamilies: Dual, visibility: Public}\n";
-	char log[8192];
+	char log[32768];
 	zr_config_error_t err;
 	zr_log_set_level(ZR_LOG_INFO);
 	zr_config_t *cfg = load(y, &err, log, sizeof(log));
@@ -262,6 +262,21 @@ static void test_warnings(void)
 	   "one warning per field and object, none for the fields zring honours or that "
 	   "change nothing");
 	zr_config_free(cfg);
+	/* Bounded: 40 workloads with a waypoint give 32 lines and a count. */
+	char big[16384];
+	size_t len = (size_t)snprintf(big, sizeof(big), "node: n\nlocalXds:\n  workloads:\n");
+	for (int i = 0; i < 40; i++)
+		len += (size_t)snprintf(big + len, sizeof(big) - len,
+					"  - {uid: w%d, name: w%d, namespace: d, workloadIps: [10.2.0.%d],"
+					" waypoint: {destination: /10.0.0.50, hboneMtlsPort: 15008}}\n",
+					i, i, i + 1);
+	zr_config_t *many = load(big, &err, log, sizeof(log));
+	lines = 0;
+	for (const char *p = log; (p = strstr(p, "\"level\":\"warn\"")); p++)
+		lines++;
+	ok(many && lines == 33 && strstr(log, "8 more settings that this version does not implement, not listed"),
+	   "warnings are bounded: 32 named, then a count (got %zu lines)", lines);
+	zr_config_free(many);
 	/* A reload (another load) warns again. */
 	cfg = load(y, &err, log, sizeof(log));
 	ok(cfg && strstr(log, "workload default/server sets waypoint"), "each load warns again");

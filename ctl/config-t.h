@@ -47,12 +47,51 @@ typedef struct zr_port_map {
 	uint16_t target; /* target (workload) port */
 } zr_port_map_t;
 
-/* A workload's membership in a service: key "namespace/hostname". */
+/* ztunnel's HealthStatus. */
+typedef enum zr_health {
+	ZR_HEALTHY = 0,
+	ZR_UNHEALTHY,
+} zr_health_t;
+
+/* A workload's membership in a service: key "namespace/hostname". status is
+ * the one an inline service endpoint gives it (Healthy otherwise). */
 typedef struct zr_workload_service {
 	char *key;
 	zr_port_map_t *ports;
 	size_t n_ports;
+	zr_health_t status;
 } zr_workload_service_t;
+
+typedef struct zr_locality {
+	char *region, *zone, *subzone; /* never NULL once loaded */
+} zr_locality_t;
+
+/* ztunnel's GatewayAddress (waypoint, networkGateway): destination is an
+ * address "network/ip" or a service "namespace/hostname". */
+typedef struct zr_gateway {
+	bool set;
+	bool is_service;
+	char *network;		     /* address form */
+	zr_ip_t ip;		     /* address form */
+	char *namespace_, *hostname; /* service form */
+	uint16_t hbone_mtls_port;
+} zr_gateway_t;
+
+typedef enum zr_app_tunnel_protocol {
+	ZR_APP_TUNNEL_NONE = 0,
+	ZR_APP_TUNNEL_PROXY,
+} zr_app_tunnel_protocol_t;
+
+typedef struct zr_app_tunnel {
+	bool set;
+	zr_app_tunnel_protocol_t protocol;
+	uint16_t port; /* 0 = unset */
+} zr_app_tunnel_t;
+
+typedef enum zr_network_mode {
+	ZR_NETWORK_STANDARD = 0,
+	ZR_NETWORK_HOST,
+} zr_network_mode_t;
 
 /* Strings are never NULL once loaded ("" where the file has none). */
 typedef struct zr_workload {
@@ -66,6 +105,16 @@ typedef struct zr_workload {
 	size_t n_services;
 	char **authorization_policies; /* "namespace/name" of WorkloadSelector policies */
 	size_t n_authorization_policies;
+	/* Kept and shown in /config_dump; of these only status and capacity 0
+	 * change what zring does (no load balancing to the workload). */
+	char *workload_name, *workload_type, *hostname;
+	zr_health_t status;
+	uint32_t capacity; /* default 1 */
+	zr_locality_t locality;
+	zr_network_mode_t network_mode;
+	bool native_tunnel;
+	zr_gateway_t waypoint, network_gateway;
+	zr_app_tunnel_t application_tunnel;
 	bool local;	/* node == config node */
 	char *identity; /* "spiffe://<td>/ns/<ns>/sa/<sa>", derived */
 } zr_workload_t;
@@ -74,6 +123,59 @@ typedef struct zr_vip {
 	char *network;
 	zr_ip_t ip;
 } zr_vip_t;
+
+typedef struct zr_cidr_vip {
+	char *network;
+	zr_ip_t ip;
+	uint8_t prefix_len;
+} zr_cidr_vip_t;
+
+typedef struct zr_weighted_waypoint {
+	zr_gateway_t destination;
+	uint32_t weight;
+} zr_weighted_waypoint_t;
+
+typedef enum zr_lb_mode {
+	ZR_LB_STANDARD = 0,
+	ZR_LB_STRICT,
+	ZR_LB_FAILOVER,
+	ZR_LB_PASSTHROUGH,
+} zr_lb_mode_t;
+
+typedef enum zr_lb_health_policy {
+	ZR_LB_ONLY_HEALTHY = 0,
+	ZR_LB_ALLOW_ALL,
+} zr_lb_health_policy_t;
+
+/* ztunnel's LoadBalancerScopes. */
+typedef enum zr_lb_scope {
+	ZR_LB_REGION = 0,
+	ZR_LB_ZONE,
+	ZR_LB_SUBZONE,
+	ZR_LB_NODE,
+	ZR_LB_CLUSTER,
+	ZR_LB_NETWORK,
+} zr_lb_scope_t;
+
+typedef struct zr_load_balancer {
+	bool set;
+	zr_lb_mode_t mode;
+	zr_lb_health_policy_t health_policy;
+	zr_lb_scope_t *routing_preferences;
+	size_t n_routing_preferences;
+} zr_load_balancer_t;
+
+typedef enum zr_ip_families {
+	ZR_IP_FAMILIES_UNSET = 0, /* ztunnel's None (Automatic) */
+	ZR_IP_FAMILIES_DUAL,
+	ZR_IP_FAMILIES_IPV4,
+	ZR_IP_FAMILIES_IPV6,
+} zr_ip_families_t;
+
+typedef enum zr_visibility {
+	ZR_VISIBILITY_PUBLIC = 0,
+	ZR_VISIBILITY_NAMESPACE,
+} zr_visibility_t;
 
 typedef struct zr_service {
 	char *name, *namespace_, *hostname;
@@ -84,8 +186,21 @@ typedef struct zr_service {
 	size_t n_ports;
 	char **subject_alt_names;
 	size_t n_subject_alt_names;
-	/* derived: indexes into state.workloads of the endpoints (workloads whose
-	 * services map names this service), in file order */
+	/* Kept and shown in /config_dump; only loadBalancer.healthPolicy changes
+	 * what zring does (AllowAll: unhealthy endpoints stay in `endpoints`). */
+	zr_cidr_vip_t *cidr_vips;
+	size_t n_cidr_vips;
+	zr_gateway_t waypoint;
+	zr_weighted_waypoint_t *weighted_waypoints;
+	size_t n_weighted_waypoints;
+	zr_load_balancer_t load_balancer;
+	zr_ip_families_t ip_families;
+	bool canonical;
+	zr_visibility_t visibility;
+	/* derived: indexes into state.workloads of the endpoints load balancing
+	 * may pick (workloads whose services map names this service, less the
+	 * Unhealthy ones unless healthPolicy is AllowAll, less capacity 0), in
+	 * file order */
 	size_t *endpoints;
 	size_t n_endpoints;
 } zr_service_t;

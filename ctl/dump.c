@@ -98,6 +98,117 @@ static void dump_listeners(zr_strbuf_t *o, const zr_config_t *cfg)
 	zr_strbuf_puts(o, "}");
 }
 
+/* ztunnel's GatewayAddress: {"destination":"network/ip" or
+ * "namespace/hostname","hboneMtlsPort":N}. */
+static void gateway(zr_strbuf_t *o, bool *first, const char *name, const zr_gateway_t *g)
+{
+	char buf[ZR_ADDR_STRLEN];
+	if (!g->set)
+		return;
+	key(o, first, name);
+	zr_strbuf_t d = ZR_STRBUF_INIT;
+	if (g->is_service)
+		zr_strbuf_printf(&d, "%s/%s", g->namespace_, g->hostname);
+	else
+		zr_strbuf_printf(&d, "%s/%s", g->network ? g->network : "", zr_ip_str(&g->ip, buf));
+	zr_strbuf_puts(o, "{\"destination\":");
+	zr_strbuf_json_str(o, d.data);
+	zr_strbuf_printf(o, ",\"hboneMtlsPort\":%u}", g->hbone_mtls_port);
+	zr_strbuf_free(&d);
+}
+
+/* Strings ztunnel leaves out when empty (skip_serializing_if is_default). */
+static void kv_str_nonempty(zr_strbuf_t *o, bool *first, const char *name, const char *value)
+{
+	if (value && value[0])
+		kv_str(o, first, name, value);
+}
+
+static void dump_workload_fields(zr_strbuf_t *o, bool *first, const zr_workload_t *w)
+{
+	kv_str_nonempty(o, first, "workloadName", w->workload_name);
+	kv_str_nonempty(o, first, "workloadType", w->workload_type);
+	kv_str_nonempty(o, first, "hostname", w->hostname);
+	kv_str(o, first, "status", w->status == ZR_UNHEALTHY ? "Unhealthy" : "Healthy");
+	kv_str(o, first, "networkMode", w->network_mode == ZR_NETWORK_HOST ? "HostNetwork" : "Standard");
+	key(o, first, "capacity");
+	zr_strbuf_printf(o, "%u", w->capacity);
+	const zr_locality_t *l = &w->locality;
+	if ((l->region && l->region[0]) || (l->zone && l->zone[0]) || (l->subzone && l->subzone[0])) {
+		bool f = true;
+		key(o, first, "locality");
+		zr_strbuf_puts(o, "{");
+		kv_str(o, &f, "region", l->region);
+		kv_str(o, &f, "zone", l->zone);
+		kv_str(o, &f, "subzone", l->subzone);
+		zr_strbuf_puts(o, "}");
+	}
+	if (w->native_tunnel) {
+		key(o, first, "nativeTunnel");
+		zr_strbuf_puts(o, "true");
+	}
+	gateway(o, first, "waypoint", &w->waypoint);
+	gateway(o, first, "networkGateway", &w->network_gateway);
+	if (w->application_tunnel.set) {
+		key(o, first, "applicationTunnel");
+		zr_strbuf_printf(o, "{\"protocol\":\"%s\",\"port\":",
+				 w->application_tunnel.protocol == ZR_APP_TUNNEL_PROXY ? "PROXY" : "NONE");
+		if (w->application_tunnel.port)
+			zr_strbuf_printf(o, "%u}", w->application_tunnel.port);
+		else
+			zr_strbuf_puts(o, "null}");
+	}
+}
+
+static void dump_service_fields(zr_strbuf_t *o, bool *first, const zr_service_t *s)
+{
+	static const char *const modes[] = {"Standard", "Strict", "Failover", "Passthrough"};
+	static const char *const scopes[] = {"Region", "Zone", "Subzone", "Node", "Cluster", "Network"};
+	static const char *const families[] = {NULL, "Dual", "IPv4", "IPv6"};
+	char buf[ZR_ADDR_STRLEN];
+	if (s->n_cidr_vips) {
+		key(o, first, "cidrVips");
+		zr_strbuf_puts(o, "[");
+		for (size_t i = 0; i < s->n_cidr_vips; i++) {
+			zr_strbuf_puts(o, i ? ",{\"network\":" : "{\"network\":");
+			zr_strbuf_json_str(o, s->cidr_vips[i].network);
+			zr_strbuf_printf(o, ",\"cidr\":\"%s/%u\"}", zr_ip_str(&s->cidr_vips[i].ip, buf),
+					 s->cidr_vips[i].prefix_len);
+		}
+		zr_strbuf_puts(o, "]");
+	}
+	gateway(o, first, "waypoint", &s->waypoint);
+	if (s->n_weighted_waypoints) {
+		key(o, first, "weightedWaypoints");
+		zr_strbuf_puts(o, "[");
+		for (size_t i = 0; i < s->n_weighted_waypoints; i++) {
+			bool f = true;
+			zr_strbuf_puts(o, i ? ",{" : "{");
+			gateway(o, &f, "destination", &s->weighted_waypoints[i].destination);
+			key(o, &f, "weight");
+			zr_strbuf_printf(o, "%u}", s->weighted_waypoints[i].weight);
+		}
+		zr_strbuf_puts(o, "]");
+	}
+	const zr_load_balancer_t *lb = &s->load_balancer;
+	if (lb->set) {
+		key(o, first, "loadBalancer");
+		zr_strbuf_puts(o, "{\"routingPreferences\":[");
+		for (size_t i = 0; i < lb->n_routing_preferences; i++)
+			zr_strbuf_printf(o, "%s\"%s\"", i ? "," : "",
+					 (unsigned)lb->routing_preferences[i] < 6 ? scopes[lb->routing_preferences[i]] :
+										    "");
+		zr_strbuf_printf(o, "],\"mode\":\"%s\",\"healthPolicy\":\"%s\"}",
+				 (unsigned)lb->mode < 4 ? modes[lb->mode] : "",
+				 lb->health_policy == ZR_LB_ALLOW_ALL ? "AllowAll" : "OnlyHealthy");
+	}
+	if (s->ip_families != ZR_IP_FAMILIES_UNSET && (unsigned)s->ip_families < 4)
+		kv_str(o, first, "ipFamilies", families[s->ip_families]);
+	key(o, first, "canonical");
+	zr_strbuf_puts(o, s->canonical ? "true" : "false");
+	kv_str(o, first, "visibility", s->visibility == ZR_VISIBILITY_NAMESPACE ? "Namespace" : "Public");
+}
+
 static void dump_workload(zr_strbuf_t *o, const zr_workload_t *w)
 {
 	bool first = true;
@@ -128,6 +239,7 @@ static void dump_workload(zr_strbuf_t *o, const zr_workload_t *w)
 	zr_strbuf_puts(o, "}");
 	key(o, &first, "authorizationPolicies");
 	str_array(o, w->authorization_policies, w->n_authorization_policies);
+	dump_workload_fields(o, &first, w);
 	zr_strbuf_puts(o, "}");
 }
 
@@ -154,6 +266,7 @@ static void dump_service(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t
 	port_map(o, s->ports, s->n_ports);
 	key(o, &first, "subjectAltNames");
 	str_array(o, s->subject_alt_names, s->n_subject_alt_names);
+	dump_service_fields(o, &first, s);
 	key(o, &first, "endpoints");
 	zr_strbuf_puts(o, "[");
 	for (size_t i = 0, n = 0; i < s->n_endpoints; i++) {

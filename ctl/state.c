@@ -1,8 +1,8 @@
 /* Local state in ztunnel's LOCAL_XDS format (src/xds.rs LocalConfig:
  * workloads with a `services` map, services, policies — camelCase keys as
  * serde writes them), its derived fields and the lookup indexes. Every key
- * ztunnel's structs know is accepted; those zring has no use for are
- * validated and dropped. */
+ * ztunnel's structs know is accepted and kept; the fields beyond addressing
+ * are parsed in state-fields.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +17,7 @@ struct pending_ep {
 	char *uid;
 	zr_port_map_t *ports;
 	size_t n_ports;
+	zr_health_t status;
 };
 
 struct parse {
@@ -30,34 +31,7 @@ struct parse {
 	size_t cur;	     /* index of the workload / service being parsed */
 };
 
-static const char *const health_names[] = {"Healthy", "Unhealthy", NULL};
-
 /* --- shared pieces ---------------------------------------------------- */
-
-static int skip_str(zr_yaml_walk_t *w, yaml_node_t *v)
-{
-	return zr_yaml_is_null(v) || zr_yaml_text(w, v) ? 0 : -1;
-}
-
-static int gateway_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	uint16_t port;
-	if (!strcmp(key, "destination")) {
-		/* untagged: "network/ip" or "namespace/hostname" */
-		const char *s = zr_yaml_text(w, v);
-		if (!s)
-			return -1;
-		return strchr(s, '/') ? 0 : zr_yaml_fail(w, v, "want \"network/ip\" or \"namespace/hostname\"");
-	}
-	if (!strcmp(key, "hboneMtlsPort"))
-		return zr_yaml_port(w, v, true, &port);
-	return 1;
-}
-
-static int gateway(zr_yaml_walk_t *w, yaml_node_t *v)
-{
-	return zr_yaml_map(w, v, gateway_field, NULL);
-}
 
 /* "network/ip" (ztunnel's NetworkAddress) or a bare ip (network ""). */
 static int network_ip(zr_yaml_walk_t *w, yaml_node_t *v, char **network, zr_ip_t *ip, const char *what)
@@ -112,36 +86,14 @@ static int wl_service_pair(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, v
 	return zr_yaml_port_map(w, v, &ws->ports, &ws->n_ports);
 }
 
-static int app_tunnel_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	static const char *const protos[] = {"NONE", "PROXY", NULL};
-	int idx;
-	uint16_t port;
-	if (!strcmp(key, "protocol"))
-		return zr_yaml_enum(w, v, "application tunnel protocol", protos, &idx);
-	if (!strcmp(key, "port"))
-		return zr_yaml_is_null(v) ? 0 : zr_yaml_port(w, v, true, &port);
-	return 1;
-}
-
-static int locality_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	if (!strcmp(key, "region") || !strcmp(key, "zone") || !strcmp(key, "subzone"))
-		return skip_str(w, v);
-	return 1;
-}
-
 static int workload_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
 {
 	static const char *const protocols[] = {"TCP", "HBONE", NULL};
 	/* xDS's TunnelProtocol spelling: NONE is plain TCP. */
 	static const char *const tunnel_protocols[] = {"NONE", "HBONE", NULL};
-	static const char *const network_modes[] = {"Standard", "HostNetwork", NULL};
 	struct parse *p = ctx;
 	zr_workload_t *wl = &p->st->workloads[p->cur];
 	int idx;
-	bool b;
-	uint64_t u;
 	static const struct {
 		const char *name;
 		size_t off;
@@ -192,23 +144,7 @@ static int workload_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, vo
 	}
 	if (!strcmp(key, "authorizationPolicies"))
 		return zr_yaml_str_list(w, v, &wl->authorization_policies, &wl->n_authorization_policies);
-	if (!strcmp(key, "waypoint") || !strcmp(key, "networkGateway"))
-		return gateway(w, v);
-	if (!strcmp(key, "networkMode"))
-		return zr_yaml_enum(w, v, "network mode", network_modes, &idx);
-	if (!strcmp(key, "workloadName") || !strcmp(key, "workloadType") || !strcmp(key, "hostname"))
-		return skip_str(w, v);
-	if (!strcmp(key, "nativeTunnel"))
-		return zr_yaml_bool(w, v, &b);
-	if (!strcmp(key, "applicationTunnel"))
-		return zr_yaml_map(w, v, app_tunnel_field, NULL);
-	if (!strcmp(key, "status"))
-		return zr_yaml_enum(w, v, "health status", health_names, &idx);
-	if (!strcmp(key, "locality"))
-		return zr_yaml_map(w, v, locality_field, NULL);
-	if (!strcmp(key, "capacity"))
-		return zr_yaml_uint(w, v, 0, UINT32_MAX, &u);
-	return 1;
+	return zr_state_workload_extra(w, key, v, wl);
 }
 
 static int derive_workload(zr_yaml_walk_t *w, struct parse *p, zr_workload_t *wl, yaml_node_t *item)
@@ -256,7 +192,7 @@ static int workload_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *c
 	p->st->n_workloads = i + 1;
 	if (!item || item->type != YAML_MAPPING_NODE)
 		return zr_yaml_fail(w, item, "expected a map, got %s", zr_yaml_kind(item));
-	if (zr_yaml_map(w, item, workload_field, p) != 0)
+	if (zr_state_fields_defaults(w, &p->st->workloads[i]) != 0 || zr_yaml_map(w, item, workload_field, p) != 0)
 		return -1;
 	return derive_workload(w, p, &p->st->workloads[i], item);
 }
@@ -273,26 +209,6 @@ static int vip_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
 	return 0;
 }
 
-static int cidr_vip_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	zr_ip_t ip;
-	uint8_t len;
-	if (!strcmp(key, "network"))
-		return skip_str(w, v);
-	if (!strcmp(key, "cidr")) {
-		const char *s = zr_yaml_text(w, v);
-		if (!s)
-			return -1;
-		return zr_cidr_parse(s, &ip, &len) == 0 ? 0 : zr_yaml_fail(w, v, "bad CIDR \"%s\"", s);
-	}
-	return 1;
-}
-
-static int cidr_vip_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
-{
-	return zr_yaml_map(w, item, cidr_vip_field, NULL);
-}
-
 struct ep_ctx {
 	struct parse *p;
 	struct pending_ep ep;
@@ -301,13 +217,12 @@ struct ep_ctx {
 static int endpoint_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
 {
 	struct ep_ctx *c = ctx;
-	int idx;
 	if (!strcmp(key, "workloadUid"))
 		return zr_yaml_str(w, v, &c->ep.uid);
 	if (!strcmp(key, "port"))
 		return zr_yaml_port_map(w, v, &c->ep.ports, &c->ep.n_ports);
 	if (!strcmp(key, "status"))
-		return zr_yaml_enum(w, v, "health status", health_names, &idx);
+		return zr_state_health(w, v, &c->ep.status);
 	return 1;
 }
 
@@ -335,58 +250,10 @@ fail:
 	return w->err->message[0] ? -1 : zr_yaml_fail(w, v, "out of memory");
 }
 
-static int load_balancer_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	static const char *const modes[] = {"Standard", "Strict", "Failover", "Passthrough", NULL};
-	static const char *const health[] = {"OnlyHealthy", "AllowAll", NULL};
-	int idx;
-	if (!strcmp(key, "mode"))
-		return zr_yaml_enum(w, v, "load balancer mode", modes, &idx);
-	if (!strcmp(key, "healthPolicy"))
-		return zr_yaml_enum(w, v, "health policy", health, &idx);
-	if (!strcmp(key, "routingPreferences")) {
-		char **v_list = NULL;
-		size_t n = 0;
-		if (zr_yaml_str_list(w, v, &v_list, &n) != 0)
-			return -1;
-		static const char *const scopes[] = {"Region", "Zone", "Subzone", "Node", "Cluster", "Network", NULL};
-		int rc = 0;
-		for (size_t i = 0; i < n && rc == 0; i++) {
-			yaml_node_t *item = zr_yaml_node(w, v->data.sequence.items.start[i]);
-			size_t old = zr_yaml_push_index(w, i);
-			rc = zr_yaml_enum(w, item, "routing preference", scopes, &idx);
-			if (rc == 0)
-				zr_yaml_pop(w, old);
-		}
-		zr_yaml_free_strv(v_list, n);
-		return rc;
-	}
-	return 1;
-}
-
-static int weighted_waypoint_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
-{
-	uint64_t u;
-	if (!strcmp(key, "destination"))
-		return gateway(w, v);
-	if (!strcmp(key, "weight"))
-		return zr_yaml_uint(w, v, 0, UINT32_MAX, &u);
-	return 1;
-}
-
-static int weighted_waypoint_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
-{
-	return zr_yaml_map(w, item, weighted_waypoint_field, NULL);
-}
-
 static int service_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *ctx)
 {
-	static const char *const families[] = {"Dual", "IPv4", "IPv6", NULL};
-	static const char *const visibility[] = {"Public", "Namespace", NULL};
 	struct parse *p = ctx;
 	zr_service_t *svc = &p->st->services[p->cur];
-	int idx;
-	bool b;
 	if (!strcmp(key, "name"))
 		return zr_yaml_str_opt(w, v, &svc->name);
 	if (!strcmp(key, "namespace"))
@@ -405,21 +272,7 @@ static int service_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, voi
 		return zr_yaml_str_list(w, v, &svc->subject_alt_names, &svc->n_subject_alt_names);
 	if (!strcmp(key, "endpoints"))
 		return zr_yaml_map(w, v, endpoint_pair, p);
-	if (!strcmp(key, "cidrVips"))
-		return zr_yaml_seq(w, v, cidr_vip_item, NULL);
-	if (!strcmp(key, "waypoint"))
-		return gateway(w, v);
-	if (!strcmp(key, "weightedWaypoints"))
-		return zr_yaml_seq(w, v, weighted_waypoint_item, NULL);
-	if (!strcmp(key, "loadBalancer"))
-		return zr_yaml_map(w, v, load_balancer_field, NULL);
-	if (!strcmp(key, "ipFamilies"))
-		return zr_yaml_is_null(v) ? 0 : zr_yaml_enum(w, v, "IP family", families, &idx);
-	if (!strcmp(key, "canonical"))
-		return zr_yaml_bool(w, v, &b);
-	if (!strcmp(key, "visibility"))
-		return zr_yaml_enum(w, v, "visibility", visibility, &idx);
-	return 1;
+	return zr_state_service_extra(w, key, v, svc);
 }
 
 static int service_item(zr_yaml_walk_t *w, size_t i, yaml_node_t *item, void *ctx)
@@ -479,16 +332,23 @@ static int derive_endpoints(zr_yaml_walk_t *w, struct parse *p)
 			if (strcmp(wl->uid, ep->uid))
 				continue;
 			bool listed = false;
-			for (size_t s = 0; s < wl->n_services; s++)
-				listed |= !strcmp(wl->services[s].key, svc->key);
+			for (size_t s = 0; s < wl->n_services; s++) {
+				if (strcmp(wl->services[s].key, svc->key))
+					continue;
+				listed = true;
+				if (ep->status == ZR_UNHEALTHY)
+					wl->services[s].status = ZR_UNHEALTHY;
+			}
 			if (listed)
 				break;
 			zr_workload_service_t *ns = realloc(wl->services, (wl->n_services + 1) * sizeof(*ns));
 			if (!ns)
 				return zr_yaml_fail(w, NULL, "out of memory");
 			wl->services = ns;
-			ns[wl->n_services] = (zr_workload_service_t){
-				.key = strdup(svc->key), .ports = ep->ports, .n_ports = ep->n_ports};
+			ns[wl->n_services] = (zr_workload_service_t){.key = strdup(svc->key),
+								     .ports = ep->ports,
+								     .n_ports = ep->n_ports,
+								     .status = ep->status};
 			ep->ports = NULL;
 			if (!ns[wl->n_services++].key)
 				return zr_yaml_fail(w, NULL, "out of memory");
@@ -503,6 +363,8 @@ static int derive_endpoints(zr_yaml_walk_t *w, struct parse *p)
 				if (!zr_state_index_str_find(&p->idx->svc_by_key, wl->services[s].key, &si))
 					continue;
 				zr_service_t *svc = &st->services[si];
+				if (!zr_state_lb_candidate(svc, wl, &wl->services[s]))
+					continue;
 				if (pass == 0)
 					svc->n_endpoints++;
 				else
@@ -559,6 +421,8 @@ int zr_state_parse(zr_yaml_walk_t *w, yaml_node_t *root, const zr_config_t *cfg,
 		rc = zr_yaml_map(w, root, state_field, &p);
 	if (rc == 0)
 		rc = derive_endpoints(w, &p);
+	if (rc == 0)
+		zr_state_warn_unimplemented(st);
 	for (size_t i = 0; i < p.n_eps; i++) {
 		free(p.eps[i].uid);
 		free(p.eps[i].ports);
@@ -586,6 +450,7 @@ static void free_workload(zr_workload_t *wl)
 	}
 	free(wl->services);
 	zr_yaml_free_strv(wl->authorization_policies, wl->n_authorization_policies);
+	zr_state_workload_extra_free(wl);
 	free(wl->identity);
 }
 
@@ -600,6 +465,7 @@ static void free_service(zr_service_t *svc)
 	free(svc->vips);
 	free(svc->ports);
 	zr_yaml_free_strv(svc->subject_alt_names, svc->n_subject_alt_names);
+	zr_state_service_extra_free(svc);
 	free(svc->endpoints);
 }
 

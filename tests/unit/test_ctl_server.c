@@ -183,7 +183,7 @@ static void build_config(struct fake *f, const char *cert_path)
 {
 	static zr_ip_t ips[1];
 	static zr_port_map_t ports[] = {{80, 8080}};
-	static zr_workload_service_t wsvc[] = {{"default/echo.default.svc.cluster.local", ports, 1}};
+	static zr_workload_service_t wsvc[] = {{"default/echo.default.svc.cluster.local", ports, 1, ZR_HEALTHY}};
 	static zr_workload_t wl[1];
 	static zr_vip_t vips[1] = {{"", {0}}};
 	static size_t eps[] = {0};

@@ -390,6 +390,10 @@ static int state_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void 
 	struct parse *p = ctx;
 	zr_state_t *st = p->st;
 	size_t n = v && v->type == YAML_SEQUENCE_NODE ? zr_yaml_len(v) : 0;
+	/* `policies: ~` (a template that rendered nothing) must not read as "no
+	 * policies", which allows everything; ztunnel refuses a null list too. */
+	if ((!strcmp(key, "workloads") || !strcmp(key, "services") || !strcmp(key, "policies")) && zr_yaml_is_null(v))
+		return zr_yaml_fail(w, v, "expected a list, got null (write [] for none)");
 	if (!strcmp(key, "workloads")) {
 		if (n && !(st->workloads = calloc(n, sizeof(*st->workloads))))
 			return zr_yaml_fail(w, v, "out of memory");

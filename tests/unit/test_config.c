@@ -504,6 +504,16 @@ static void test_policy_errors(void)
 	ok(cfg && cfg->state.n_policies == 2, "one name in two namespaces loads");
 	zr_config_free(cfg);
 
+	/* A null top-level list: `policies: ~` would have meant "no policies",
+	 * which allows everything. */
+	expect_err("node: n\nlocalXds:\n  policies: ~\n", 3, "localXds.policies", "expected a list, got null",
+		   "policies: ~");
+	expect_err("node: n\nlocalXds:\n  workloads:\n", 3, "localXds.workloads", "expected a list, got null",
+		   "workloads: (empty)");
+	cfg = load("node: n\nlocalXds:\n  policies: []\n", &err, NULL);
+	ok(cfg && cfg->state.n_policies == 0, "policies: [] loads (no policies)");
+	zr_config_free(cfg);
+
 	/* Tags: meaningless on the policy and its fields (`action: !Deny Allow`). */
 	snprintf(y, sizeof(y), "%s%s", head,
 		 "  - !Exact {name: p, namespace: d, scope: Namespace, action: Allow, rules: []}\n");

@@ -280,7 +280,7 @@ static void reload(zr_runtime_t *rt, const char *path, bool log_level_fixed)
 		return;
 	}
 	if (!log_level_fixed)
-		zr_log_set_level((zr_log_level_t)cfg->log_level);
+		zr_log_set_default_level((zr_log_level_t)cfg->log_level);
 	size_t nw = cfg->state.n_workloads, ns = cfg->state.n_services, np = cfg->state.n_policies;
 	zr_runtime_publish(rt, cfg, ids);
 	zr_info("main", "config reloaded: %zu workloads, %zu services, %zu policies", nw, ns, np);
@@ -297,7 +297,7 @@ static int run(const char *path, const char *log_level)
 		zr_config_free(cfg);
 		return EXIT_BAD_CONFIG;
 	}
-	zr_log_set_level(lvl);
+	zr_log_set_default_level(lvl);
 
 	char why[256];
 	if (cfg->io_backend == ZR_IO_BACKEND_EPOLL) {

@@ -373,7 +373,8 @@ static int top_field(zr_yaml_walk_t *w, const char *key, yaml_node_t *v, void *c
 		if (!s)
 			return -1;
 		if (zr_log_parse_level(s, &lvl) != 0)
-			return zr_yaml_fail(w, v, "unknown log level \"%s\" (want error | warn | info | debug)", s);
+			return zr_yaml_fail(
+				w, v, "unknown log level \"%s\" (want error | warn | info | debug | trace | off)", s);
 		cfg->log_level = (int)lvl;
 		return 0;
 	}

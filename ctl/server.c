@@ -149,22 +149,92 @@ static void respond_buf(struct client *c, const char *ctype, zr_strbuf_t *body)
 	zr_strbuf_free(body);
 }
 
+/* Percent-decodes `in` (and '+' as a space, as a form does) into out;
+ * false when it does not fit or an escape is broken. */
+static bool url_decode(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (const char *p = in; *p; p++) {
+		char ch = *p;
+		if (ch == '%') {
+			char hex[3] = {p[1], p[1] ? p[2] : 0, 0};
+			char *end;
+			if (!hex[0] || !hex[1])
+				return false;
+			long v = strtol(hex, &end, 16);
+			if (*end || v <= 0)
+				return false;
+			ch = (char)v;
+			p += 2;
+		} else if (ch == '+') {
+			ch = ' ';
+		}
+		if (o + 1 >= cap)
+			return false;
+		out[o++] = ch;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+/* Whether the query has `key`, with or without a value. */
+static bool query_has(const char *query, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *p = query; *p;) {
+		size_t n = strcspn(p, "&");
+		if (n >= klen && strncmp(p, key, klen) == 0 && (n == klen || p[klen] == '='))
+			return true;
+		p += n;
+		if (*p)
+			p++;
+	}
+	return false;
+}
+
+static const char logging_help[] =
+	"usage: POST /logging\t\t\t\t\t(to list the current level)\n"
+	"usage: POST /logging?level=<level>\t\t\t(to change the default level)\n"
+	"usage: POST /logging?level=<scope>=<level>,...\t(to change scopes' levels, e.g. access=warn)\n"
+	"usage: POST /logging?reset[&level=...]\t\t(back to the start-up level first)\n"
+	"\n"
+	"hint: level:\terror|warn|info|debug|trace|off\n"
+	"hint: scope:\tthe scope of a line, e.g. access, flow, hbone, ctl\n";
+
+/* ztunnel's forms: level=<level>|<scope>=<level>[,...] is applied over the
+ * current filter, reset first goes back to the start-up level; the answer is
+ * the resulting filter. A bad level changes nothing (400). */
 static void serve_logging(struct client *c, const struct request *req)
 {
-	char level[32], body[128];
-	zr_log_level_t lvl;
-	if (strcmp(req->method, "POST") == 0 && zr_http_query_param(req->query, "level", level, sizeof(level))) {
-		if (zr_log_parse_level(level, &lvl) != 0) {
-			respond_text(c, 400, NULL, "bad level: use error, warn, info or debug\n");
+	char raw[256], level[256], err[80], filter[ZR_LOG_MAX_SCOPES * 48 + 16], body[sizeof(filter) + 64];
+	bool post = strcmp(req->method, "POST") == 0;
+	bool has_level = post && query_has(req->query, "level");
+	bool reset = post && query_has(req->query, "reset");
+	if (has_level || reset) {
+		level[0] = '\0';
+		if (has_level && (!zr_http_query_param(req->query, "level", raw, sizeof(raw)) ||
+				  !url_decode(raw, level, sizeof(level)))) {
+			respond_text(c, 400, NULL, "Invalid level provided\n");
 			return;
 		}
-		zr_log_set_level(lvl);
-		zr_info("ctl", "log level set to %s", zr_log_level_name(lvl));
-	} else if (strcmp(req->method, "POST") == 0 && req->query[0]) {
-		respond_text(c, 400, NULL, "usage: POST /logging?level=error|warn|info|debug\n");
-		return;
+		int r = zr_log_apply_filter(level, reset, err, sizeof(err));
+		if (r) {
+			zr_strbuf_t b = ZR_STRBUF_INIT;
+			zr_strbuf_printf(&b, "%s: %s\n%s",
+					 r == -ENOSPC ? "Too many scopes with a level" : "Invalid level provided", err,
+					 logging_help);
+			if (b.oom)
+				respond_text(c, 400, NULL, "Invalid level provided\n");
+			else
+				respond_text(c, 400, NULL, b.data);
+			zr_strbuf_free(&b);
+			return;
+		}
+		zr_log_filter_str(filter, sizeof(filter));
+		zr_info("ctl", "new log filter is %s", filter);
 	}
-	snprintf(body, sizeof(body), "current log level is %s\n", zr_log_level_name(zr_log_get_level()));
+	zr_log_filter_str(filter, sizeof(filter));
+	snprintf(body, sizeof(body), "current log level is %s\n", filter);
 	respond_text(c, 200, NULL, body);
 }
 
@@ -173,7 +243,8 @@ static const char admin_index[] = "zring admin\n"
 				  "  GET  /config_dump       config, state, certificates, connections (JSON)\n"
 				  "  GET  /stats             metrics (Prometheus text)\n"
 				  "  GET  /logging           current log level\n"
-				  "  POST /logging?level=L   set the log level (error|warn|info|debug)\n"
+				  "  POST /logging?level=L   set the log level (error|warn|info|debug|trace|off,\n"
+				  "                          scope=level lists, reset)\n"
 				  "  POST /quitquitquit      drain and exit\n";
 
 struct route {

@@ -8,20 +8,55 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+/* ztunnel's levels. OFF is a threshold only: no line is written at it. */
 typedef enum zr_log_level {
+	ZR_LOG_OFF = -1,
 	ZR_LOG_ERROR = 0,
 	ZR_LOG_WARN = 1,
 	ZR_LOG_INFO = 2,
 	ZR_LOG_DEBUG = 3,
+	ZR_LOG_TRACE = 4,
 } zr_log_level_t;
 
-/* Sets the process-wide level. Any thread. */
+/* Sets the process-wide (default scope) level. Any thread. */
 void zr_log_set_level(zr_log_level_t level);
 zr_log_level_t zr_log_get_level(void);
 
-/* Parses "error|warn|info|debug"; returns 0 or -EINVAL. */
+/* Parses "error|warn|info|debug|trace|off" ("warning" too); 0 or -EINVAL. */
 int zr_log_parse_level(const char *s, zr_log_level_t *out) __attribute__((warn_unused_result));
 const char *zr_log_level_name(zr_log_level_t level);
+
+/* Per-scope levels, ztunnel's filter forms: a comma-separated list of
+ * clauses, each a level (the default for every scope) or scope=level
+ * ("access=warn,info"). Scope names: 1..31 of [A-Za-z0-9_.:-]; at most
+ * ZR_LOG_MAX_SCOPES distinct ones over the process's life. Control thread
+ * only (the setters); the checks below are lock-free on any thread and cost
+ * one extra relaxed load while no scope has a level of its own. */
+#define ZR_LOG_MAX_SCOPES 16
+
+/* Checks `spec` without changing anything: 0, or -EINVAL (bad clause) /
+ * -ENOSPC (too many scopes) with the offending clause in `err`. */
+int zr_log_check_filter(const char *spec, char *err, unsigned errcap) __attribute__((warn_unused_result));
+
+/* Applies `spec` over the current filter (later clauses win); with `reset`
+ * first goes back to the start-up filter (zr_log_set_default_level, no scope
+ * levels). All or nothing: on error nothing changes. */
+int zr_log_apply_filter(const char *spec, bool reset, char *err, unsigned errcap) __attribute__((warn_unused_result));
+
+/* The start-up level that reset goes back to; also sets the level. */
+void zr_log_set_default_level(zr_log_level_t level);
+
+/* The filter in ztunnel's form: scope levels first, the default last
+ * ("access=warn,info"). */
+void zr_log_filter_str(char *out, unsigned cap);
+
+/* Whether a line of `level` in `scope` passes (scope levels included). */
+bool zr_log_scope_enabled(zr_log_level_t level, const char *scope);
+
+/* Internal, for the macros: the most verbose level any scope has, and
+ * whether any scope has a level of its own. */
+extern _Atomic int zr_log_gate_;
+extern _Atomic int zr_log_have_scopes_;
 
 /* Writes {"ts":..,"level":..,"scope":..,"msg":..} plus optional extra
  * key/value fields given as a printf-formatted JSON fragment in `fields`
@@ -73,10 +108,16 @@ void zr_log_flush_suppressed(void);
 /* Lines dropped by the rate limit since start (zring_log_suppressed_total). */
 unsigned long long zr_log_suppressed_total(void);
 
-#define ZR_LOG_ENABLED(lvl) ((lvl) <= zr_log_get_level())
+/* True when some scope may write at `lvl` (the cheap gate: a debug-only
+ * computation guarded by it is skipped unless some scope is at debug). */
+#define ZR_LOG_ENABLED(lvl) ((int)(lvl) <= atomic_load_explicit(&zr_log_gate_, memory_order_relaxed))
+/* True when `scope` writes at `lvl`. */
+#define ZR_LOG_ON(lvl, scope)   \
+	(ZR_LOG_ENABLED(lvl) && \
+	 (!atomic_load_explicit(&zr_log_have_scopes_, memory_order_relaxed) || zr_log_scope_enabled((lvl), (scope))))
 #define zr_log(lvl, scope, ...)                                                              \
 	do {                                                                                 \
-		if (ZR_LOG_ENABLED(lvl)) {                                                   \
+		if (ZR_LOG_ON(lvl, scope)) {                                                 \
 			static zr_log_site_t zr_log_site_;                                   \
 			if (zr_log_admit(&zr_log_site_, (lvl), (scope), __FILE__, __LINE__)) \
 				zr_log_write((lvl), (scope), NULL, __VA_ARGS__);             \
@@ -86,13 +127,14 @@ unsigned long long zr_log_suppressed_total(void);
 #define zr_warn(scope, ...)  zr_log(ZR_LOG_WARN, scope, __VA_ARGS__)
 #define zr_info(scope, ...)  zr_log(ZR_LOG_INFO, scope, __VA_ARGS__)
 #define zr_debug(scope, ...) zr_log(ZR_LOG_DEBUG, scope, __VA_ARGS__)
+#define zr_trace(scope, ...) zr_log(ZR_LOG_TRACE, scope, __VA_ARGS__)
 
 /* Without the rate limit: only for lines whose number the configuration
  * bounds, written at start-up or reload on the control thread (one line per
  * certificate, per listener). Never on a path a peer can drive. */
 #define zr_log_unlimited(lvl, scope, ...)                                \
 	do {                                                             \
-		if (ZR_LOG_ENABLED(lvl))                                 \
+		if (ZR_LOG_ON(lvl, scope))                               \
 			zr_log_write((lvl), (scope), NULL, __VA_ARGS__); \
 	} while (0)
 #define zr_warn_unlimited(scope, ...) zr_log_unlimited(ZR_LOG_WARN, scope, __VA_ARGS__)

@@ -325,7 +325,28 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	ok(strstr(body(), "debug") != NULL, "GET /logging shows the level");
 	is(get(aport, "POST", "/logging?level=loud"), 400, "bad level: 400");
 	is(zr_log_get_level(), ZR_LOG_DEBUG, "bad level leaves the level");
-	zr_log_set_level(ZR_LOG_ERROR);
+	/* ztunnel's forms: scope=level lists over the current filter, reset */
+	zr_log_set_default_level(ZR_LOG_ERROR);
+	is(get(aport, "POST", "/logging?level=access%3Dwarn,info"), 200, "POST level=access%%3Dwarn,info");
+	ok(strstr(body(), "current log level is access=warn,info\n") != NULL, "answers the filter");
+	ok(!zr_log_scope_enabled(ZR_LOG_INFO, "access") && zr_log_scope_enabled(ZR_LOG_INFO, "flow"),
+	   "access at warn, the rest at info");
+	is(get(aport, "POST", "/logging?level=hbone=trace"), 200, "POST level=hbone=trace (unescaped)");
+	ok(strstr(body(), "current log level is access=warn,hbone=trace,info\n") != NULL,
+	   "merged over the current filter");
+	is(get(aport, "POST", "/logging?level=access=debug,bogus"), 400, "one bad clause: 400");
+	ok(strstr(body(), "Invalid level provided: bogus") != NULL && strstr(body(), "trace|off") != NULL,
+	   "400 names the clause and the levels");
+	ok(!zr_log_scope_enabled(ZR_LOG_INFO, "access"), "  ... and changes nothing");
+	is(get(aport, "POST", "/logging?level=off"), 200, "level=off");
+	is(zr_log_get_level(), ZR_LOG_OFF, "default level off");
+	is(get(aport, "POST", "/logging?reset"), 200, "reset");
+	ok(strstr(body(), "current log level is error\n") != NULL, "reset: back to the start-up level, no scopes");
+	is(get(aport, "POST", "/logging?reset&level=trace"), 200, "reset&level=trace");
+	ok(strstr(body(), "current log level is trace\n") != NULL, "reset then trace");
+	is(get(aport, "POST", "/logging"), 200, "POST /logging alone lists");
+	ok(strstr(body(), "current log level is trace\n") != NULL, "  ... the filter");
+	zr_log_set_default_level(ZR_LOG_ERROR);
 	is(get(aport, "GET", "/nope"), 404, "unknown path: 404");
 	is(get(aport, "GET", "/quitquitquit"), 405, "GET /quitquitquit: 405");
 	ok(strstr(resp, "\r\nAllow: POST\r\n") != NULL, "405 names the allowed method");

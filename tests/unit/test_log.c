@@ -3,6 +3,7 @@
  * a flood from one site is cut to the burst plus a summary whose count is
  * right, sites are independent, the window re-opens, threads hammering one
  * site lose no count, the unlimited variant is not limited. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,11 +207,92 @@ static void test_macros(void)
 	free(out);
 }
 
+/* ztunnel's levels and filter forms (io/log.h zr_log_apply_filter). */
+static void test_levels(void)
+{
+	char f[512], err[80];
+	zr_log_level_t l;
+	static const char *const names[] = {"error", "warn", "info", "debug", "trace", "off"};
+	for (unsigned i = 0; i < 6; i++)
+		ok(zr_log_parse_level(names[i], &l) == 0 && strcmp(zr_log_level_name(l), names[i]) == 0,
+		   "level %s parses and names itself", names[i]);
+	ok(zr_log_parse_level("loud", &l) != 0, "an unknown level is refused");
+
+	zr_log_set_default_level(ZR_LOG_INFO);
+	zr_log_filter_str(f, sizeof(f));
+	is_str(f, "info", "the filter is the default level");
+	is(zr_log_apply_filter("trace", false, err, sizeof(err)), 0, "trace");
+	capture_start();
+	zr_trace("test-t", "a trace line");
+	zr_debug("test-t", "a debug line");
+	char *out = capture_end();
+	ok(count(out, "\"level\":\"trace\"") == 1 && count(out, "a debug line") == 1, "trace writes trace and debug");
+	free(out);
+
+	is(zr_log_apply_filter("off", false, err, sizeof(err)), 0, "off");
+	ok(!ZR_LOG_ENABLED(ZR_LOG_ERROR), "off: not even error lines pass the gate");
+	capture_start();
+	zr_err("test-t", "an error line");
+	out = capture_end();
+	is(strlen(out), 0, "off writes nothing");
+	free(out);
+
+	is(zr_log_apply_filter("access=warn,info", false, err, sizeof(err)), 0, "access=warn,info");
+	zr_log_filter_str(f, sizeof(f));
+	is_str(f, "access=warn,info", "scope levels first, the default last (ztunnel's form)");
+	ok(!ZR_LOG_ON(ZR_LOG_INFO, "access") && ZR_LOG_ON(ZR_LOG_WARN, "access"), "access at warn");
+	ok(ZR_LOG_ON(ZR_LOG_INFO, "flow") && !ZR_LOG_ON(ZR_LOG_DEBUG, "flow"), "other scopes at the default");
+	is(zr_log_apply_filter("hbone=debug", false, err, sizeof(err)), 0, "hbone=debug over it");
+	ok(ZR_LOG_ENABLED(ZR_LOG_DEBUG), "the gate opens to the most verbose scope");
+	capture_start();
+	zr_debug("hbone", "hbone debug");
+	zr_debug("flow", "flow debug");
+	zr_info("access", "access info");
+	zr_warn("access", "access warn");
+	out = capture_end();
+	ok(count(out, "hbone debug") == 1 && !count(out, "flow debug"), "a scope at debug writes debug, others do not");
+	ok(!count(out, "access info") && count(out, "access warn") == 1, "a scope at warn drops info");
+	free(out);
+	zr_log_filter_str(f, sizeof(f));
+	is_str(f, "access=warn,hbone=debug,info", "both scopes kept");
+
+	static const char *const bad[] = {
+		"bogus", "info,", "", "access=", "=info", "access=loud", "a b=info", "access=warn,,info"};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ok(zr_log_apply_filter(bad[i], false, err, sizeof(err)) == -EINVAL || !*bad[i], "'%s' refused", bad[i]);
+		zr_log_filter_str(f, sizeof(f));
+		is_str(f, "access=warn,hbone=debug,info", "  ... and nothing changed");
+	}
+	is(zr_log_apply_filter("access=debug,bogus", false, err, sizeof(err)), -EINVAL,
+	   "a bad clause after a good one");
+	is_str(err, "bogus", "  ... is named");
+	ok(!ZR_LOG_ON(ZR_LOG_INFO, "access"), "  ... and the good one was not applied");
+
+	is(zr_log_apply_filter("", true, err, sizeof(err)), 0, "reset");
+	zr_log_filter_str(f, sizeof(f));
+	is_str(f, "info", "reset: the start-up level, no scope levels");
+	ok(!ZR_LOG_ENABLED(ZR_LOG_DEBUG), "  ... and the gate closes again");
+	is(zr_log_apply_filter("access=off", true, err, sizeof(err)), 0, "reset with a filter");
+	ok(!ZR_LOG_ON(ZR_LOG_ERROR, "access") && ZR_LOG_ON(ZR_LOG_INFO, "ctl"), "access off, the rest at info");
+
+	char spec[64];
+	int r = 0;
+	for (unsigned i = 0; i < ZR_LOG_MAX_SCOPES + 2 && !r; i++) {
+		snprintf(spec, sizeof(spec), "scope%u=debug", i);
+		r = zr_log_apply_filter(spec, false, err, sizeof(err));
+	}
+	is(r, -ENOSPC, "the scope table is bounded (%u)", ZR_LOG_MAX_SCOPES);
+	is(zr_log_apply_filter("access=info", false, err, sizeof(err)), 0, "a known scope still takes a level");
+	ok(zr_log_apply_filter("", true, NULL, 0) == 0, "reset at the end");
+	zr_log_set_default_level(ZR_LOG_INFO);
+}
+
 int main(void)
 {
 	plan(0);
 	test_bucket();
 	test_macros();
+	test_levels();
 	(void)line_b;
 	return done_testing();
 }

@@ -107,6 +107,7 @@ struct zr_conn {
 	zr_ip_t fwd_ip;	      /* server: what `forwarded: for=` claimed (not trusted) */
 	bool has_forwarded;   /* server: fwd_ip is set */
 	char authority[64];   /* server: the CONNECT target as received */
+	uint8_t refused;      /* zr_refuse_reason_t + 1 once refused (access log) */
 };
 
 /* Connections are allocated by blocks and recycled through a free list. */
@@ -181,5 +182,9 @@ struct zr_strbuf;
 void zr_conn_dump(const zr_conn_t *c, struct zr_strbuf *out);
 
 uint64_t zr_now_ns(void);
+
+/* Writes the connection's access log line (core/accesslog.c); zr_conn_close
+ * calls it once for a connection that has a reporter. */
+void zr_access_log(const zr_conn_t *c, bool was_open);
 
 #endif

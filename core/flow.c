@@ -76,6 +76,7 @@ static uint8_t socks5_code_for(int err)
 void zr_flow_refuse(zr_conn_t *c, zr_refuse_reason_t reason, uint8_t socks_code)
 {
 	zr_counter_add(&c->w->stats.refused[reason], 1);
+	c->refused = (uint8_t)(reason + 1);
 	if (c->kind == ZR_LISTENER_SOCKS5 && socks_code)
 		zr_flow_socks5_reply(c, socks_code, NULL);
 	zr_conn_close(c, false);
@@ -636,6 +637,8 @@ void zr_conn_close(zr_conn_t *c, bool reset)
 	c->reset = reset;
 	if (was_open && c->metrics)
 		zr_counter_add(&c->metrics->closed, 1);
+	if (c->metrics)
+		zr_access_log(c, was_open);
 	if (c->h2)
 		zr_hbone_conn_closing(c);
 	/* Pending operations hold the sockets open; cancel them all and close

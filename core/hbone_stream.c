@@ -218,6 +218,8 @@ static void tcp_send_cb(zr_io_op_t *op, int res, unsigned flags)
 		return;
 	}
 	uint32_t left = (uint32_t)res;
+	/* the stream's bytes, counted on the side that has no socket */
+	(s == &c->down ? &c->up : &c->down)->bytes_in += (uint64_t)res;
 	c->txq_bytes -= left;
 	while (left && c->txq_head) {
 		zr_slice_t *sl = c->txq_head;
@@ -492,6 +494,7 @@ static void respond_error(zr_h2conn_t *hc, int32_t stream_id, unsigned status)
 static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_refuse_reason_t reason, const char *flags)
 {
 	zr_counter_add(&hc->w->stats.refused[reason], 1);
+	c->refused = (uint8_t)(reason + 1);
 	if (!c->metrics)
 		c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", flags, true);
 	if (c->metrics)

@@ -2,7 +2,8 @@
  * chosen times, then the macros end to end with stderr captured in a file:
  * a flood from one site is cut to the burst plus a summary whose count is
  * right, sites are independent, the window re-opens, threads hammering one
- * site lose no count, the unlimited variant is not limited. */
+ * site lose no count, the unlimited variant is not limited; then ztunnel's
+ * levels (trace, off) and scope=level filters, reset included. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -671,3 +671,25 @@ void zr_conn_dump(const zr_conn_t *c, zr_strbuf_t *out)
 			 state_name(c->state), (unsigned long long)c->down.bytes_in, (unsigned long long)c->up.bytes_in,
 			 (unsigned long long)((zr_now_ns() - c->start_ns) / 1000000ull));
 }
+
+/* One line for /config_dump's workloadState: the local workload's uid (a
+ * JSON string, so no tab or newline in it), "in" or "out", and ztunnel's
+ * connection object {src, originalDst, actualDst, protocol}. */
+void zr_conn_dump_workload(const zr_conn_t *c, zr_strbuf_t *out)
+{
+	char a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
+	bool inbound = c->kind == ZR_LISTENER_INBOUND_PLAINTEXT || c->kind == ZR_LISTENER_HBONE;
+	const zr_workload_t *local = inbound ? c->dst_wl : c->src_wl;
+	if (!local || !local->uid)
+		return;
+	zr_strbuf_json_str(out, local->uid);
+	zr_strbuf_printf(out, "\t%s\t{\"src\":\"%s\",\"originalDst\":", inbound ? "in" : "out",
+			 zr_sockaddr_str(&c->peer, a));
+	if (inbound)
+		zr_strbuf_json_str(out, c->svc ? c->svc->hostname : "");
+	else
+		zr_strbuf_printf(out, "\"%s\"", c->orig_dst.len ? zr_sockaddr_str(&c->orig_dst, b) : "");
+	zr_strbuf_printf(out, ",\"actualDst\":\"%s\",\"protocol\":\"%s\"}\n",
+			 c->upstream.len ? zr_sockaddr_str(&c->upstream, b) : "",
+			 (inbound ? c->kind == ZR_LISTENER_HBONE : c->h2 != NULL) ? "HBONE" : "TCP");
+}

@@ -19,6 +19,7 @@
 
 #include "core/authz.h"
 #include "core/conn.h"
+#include "core/hbone-int.h"
 #include "core/hbone.h"
 #include "core/socks5.h"
 #include "core/worker.h"
@@ -689,7 +690,9 @@ void zr_conn_dump_workload(const zr_conn_t *c, zr_strbuf_t *out)
 		zr_strbuf_json_str(out, c->svc ? c->svc->hostname : "");
 	else
 		zr_strbuf_printf(out, "\"%s\"", c->orig_dst.len ? zr_sockaddr_str(&c->orig_dst, b) : "");
+	/* outbound HBONE: where the tunnel goes (port 15008), as ztunnel says */
+	const zr_sockaddr_t *actual = !inbound && c->h2 && c->h2->peer.len ? &c->h2->peer : &c->upstream;
 	zr_strbuf_printf(out, ",\"actualDst\":\"%s\",\"protocol\":\"%s\"}\n",
-			 c->upstream.len ? zr_sockaddr_str(&c->upstream, b) : "",
+			 actual->len ? zr_sockaddr_str(actual, b) : "",
 			 (inbound ? c->kind == ZR_LISTENER_HBONE : c->h2 != NULL) ? "HBONE" : "TCP");
 }

@@ -179,8 +179,8 @@ def check_a(t, a):
          'A: server certificate Available, a leaf (decimal serial, RFC 3339 validity) and a root', json.dumps(c))
     out = conns(d, 'client-a', 'outbound') or []
     t.ok(len(out) == 1 and out[0]['Src'].startswith(CLIENT_A + ':') and out[0]['Protocol'] == 'HBONE'
-         and out[0]['OriginalDst'] == SERVER_B + ':8080',
-         'A: workloadState client-a has its outbound HBONE connection', json.dumps(out))
+         and out[0]['OriginalDst'] == SERVER_B + ':8080' and out[0]['ActualDst'].endswith(':15008'),
+         'A: workloadState client-a has its outbound HBONE connection (actualDst the tunnel\'s)', json.dumps(out))
     inb = conns(d, 'server-a', 'inbound') or []
     t.ok(len(inb) == 1 and inb[0]['ActualDst'] == SERVER_A + ':8080' and inb[0]['Protocol'] == 'HBONE'
          and inb[0]['OriginalDst'] == z.hostname('echo-a'),

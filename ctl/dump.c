@@ -487,10 +487,55 @@ static size_t cert_file(zr_strbuf_t *o, const char *path, const char **err)
 }
 
 /* ztunnel's CertsDump, one per configured certificate: {"identity", "state":
- * "Available" or "Unavailable: <why>", "certChain": leaf then intermediates,
- * "rootCerts": identity.caCertificates}, plus zring's "cert" and "key"
- * paths. The files are read as they are now. */
-static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg)
+ * "Available" or "Unavailable: <why>" (the file unreadable, the identity
+ * not loaded, the certificate expired), "certChain": leaf then
+ * intermediates, "rootCerts": identity.caCertificates}, plus zring's "cert"
+ * and "key" paths. The files are read as they are now. */
+/* The identities the node has loaded (the certificates hook), taken before
+ * the config lock: the hook takes a lock of its own. */
+struct loaded {
+	bool known; /* a hook answered */
+	size_t n, cap;
+	struct loaded_id {
+		char *identity;
+		int64_t not_after;
+	} * ids;
+};
+
+static void loaded_add(void *arg, const char *identity, int64_t not_after)
+{
+	struct loaded *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 8;
+		struct loaded_id *ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	char *dup = strdup(identity ? identity : "");
+	if (dup)
+		l->ids[l->n++] = (struct loaded_id){dup, not_after};
+}
+
+/* ztunnel's CertState as text: what of the file is in use. */
+static void cert_state(zr_strbuf_t *o, const struct loaded *l, const char *identity, const char *file_err)
+{
+	const struct loaded_id *id = NULL;
+	for (size_t i = 0; l->known && i < l->n && !id; i++)
+		if (identity && strcmp(l->ids[i].identity, identity) == 0)
+			id = &l->ids[i];
+	if (file_err)
+		zr_strbuf_printf(o, "Unavailable: %s", file_err);
+	else if (l->known && !id)
+		zr_strbuf_puts(o, "Unavailable: not loaded");
+	else if (id && id->not_after <= (int64_t)time(NULL))
+		zr_strbuf_puts(o, "Unavailable: certificate expired");
+	else
+		zr_strbuf_puts(o, "Available");
+}
+
+static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg, const struct loaded *loaded)
 {
 	zr_strbuf_t roots = ZR_STRBUF_INIT;
 	const char *root_err = NULL;
@@ -508,7 +553,7 @@ static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg)
 		zr_strbuf_puts(o, i ? ",{" : "{");
 		kv_str(o, &first, "identity", c->identity);
 		zr_strbuf_t state = ZR_STRBUF_INIT;
-		zr_strbuf_printf(&state, "%s%s", err ? "Unavailable: " : "Available", err ? err : "");
+		cert_state(&state, loaded, c->identity, err);
 		kv_str(o, &first, "state", state.data);
 		zr_strbuf_free(&state);
 		key(o, &first, "certChain");
@@ -662,6 +707,9 @@ void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 	zr_strbuf_t conns = ZR_STRBUF_INIT, by_workload = ZR_STRBUF_INIT;
 	if (hooks->dump_connections)
 		hooks->dump_connections(hooks->ctx, &conns, &by_workload);
+	struct loaded loaded = {.known = hooks->certificates != NULL};
+	if (hooks->certificates)
+		hooks->certificates(hooks->ctx, loaded_add, &loaded);
 	const zr_config_t *cfg = hooks->config_acquire(hooks->ctx);
 	const zr_state_t *st = &cfg->state;
 	bool first = true;
@@ -695,7 +743,7 @@ void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 	}
 	zr_strbuf_puts(o, "]");
 	key(o, &first, "certificates");
-	dump_certificates(o, cfg);
+	dump_certificates(o, cfg, &loaded);
 	key(o, &first, "workloadState");
 	dump_workload_state(o, st, &by_workload);
 	hooks->config_release(hooks->ctx, cfg);
@@ -703,6 +751,9 @@ void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 	zr_strbuf_append(o, conns.data ? conns.data : "[]", conns.data ? conns.len : 2);
 	zr_strbuf_free(&conns);
 	zr_strbuf_free(&by_workload);
+	for (size_t i = 0; i < loaded.n; i++)
+		free(loaded.ids[i].identity);
+	free(loaded.ids);
 	key(o, &first, "crypto");
 	dump_crypto(o, hooks->crypto ? hooks->crypto(hooks->ctx) : NULL);
 	kv_str(o, &first, "logLevel", zr_log_level_name(zr_log_get_level()));

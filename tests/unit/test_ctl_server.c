@@ -71,6 +71,7 @@ static bool ready(void *ctx, char *pending, size_t cap)
 static void certificates(void *ctx, void (*fn)(void *arg, const char *identity, int64_t not_after), void *arg)
 {
 	fn(arg, "spiffe://cluster.local/ns/default/sa/client", (int64_t)time(NULL) + 3600);
+	fn(arg, "spiffe://cluster.local/ns/default/sa/server", (int64_t)time(NULL) + 7200);
 	fn(arg, "spiffe://cluster.local/ns/default/sa/\"old\"", (int64_t)time(NULL) - 60);
 }
 
@@ -215,7 +216,7 @@ static void build_config(struct fake *f, const char *cert_path)
 	static zr_policy_clause_t clause = {&match, 1};
 	static zr_policy_rule_t rule = {&clause, 1};
 	static zr_policy_t pol[1];
-	static zr_identity_cert_t certs[2];
+	static zr_identity_cert_t certs[4];
 	zr_config_t *c = &f->cfg;
 	if (zr_ip_parse("127.0.1.3", &ips[0]) || zr_ip_parse("127.10.0.1", &vips[0].ip) ||
 	    zr_cidr_parse("10.0.0.0/8", &cidrs[0].ip, &cidrs[0].prefix_len))
@@ -263,13 +264,15 @@ static void build_config(struct fake *f, const char *cert_path)
 			       .n_rules = 1};
 	certs[0] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/server", (char *)cert_path, "/x.key"};
 	certs[1] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/gone", "/nonexistent/cert.pem", "/x"};
+	certs[2] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/\"old\"", (char *)cert_path, "/x.key"};
+	certs[3] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/unloaded", (char *)cert_path, "/x.key"};
 	c->node = "node-a";
 	c->trust_domain = "cluster.local";
 	c->cluster_id = "Kubernetes";
 	c->state = (zr_state_t){
 		.workloads = wl, .n_workloads = 1, .services = svc, .n_services = 1, .policies = pol, .n_policies = 1};
 	c->identity.certificates = certs;
-	c->identity.n_certificates = 2;
+	c->identity.n_certificates = 4;
 	c->listeners.metrics.enabled = c->listeners.readiness.enabled = c->listeners.admin.enabled = true;
 	if (zr_addr_parse("127.0.0.1:0", &c->listeners.metrics.addr) ||
 	    zr_addr_parse("127.0.0.1:0", &c->listeners.readiness.addr) ||
@@ -317,6 +320,10 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	   "certificate as ztunnel's CertsDump: base64 PEM, decimal serial, RFC 3339");
 	ok(strstr(body(), "\"state\":\"Unavailable: No such file or directory\",\"certChain\":[]") != NULL,
 	   "unreadable certificate reported");
+	ok(strstr(body(), "sa/\\\"old\\\"\",\"state\":\"Unavailable: certificate expired\",\"certChain\":[{") != NULL,
+	   "a loaded certificate past its notAfter: Unavailable");
+	ok(strstr(body(), "sa/unloaded\",\"state\":\"Unavailable: not loaded\",\"certChain\":[{") != NULL,
+	   "a certificate the node has not loaded: Unavailable");
 	ok(strstr(body(), "\"vips\":[\"/127.10.0.1\"]") && strstr(body(), "\"ports\":{\"80\":8080}") &&
 		   strstr(body(),
 			  "\"endpoints\":{\"cluster1//v1/Pod/default/server\":{\"workloadUid\":"

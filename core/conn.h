@@ -180,6 +180,9 @@ void zr_conn_close(zr_conn_t *c, bool reset);
 /* Appends a JSON object describing c to out (for /config_dump). */
 struct zr_strbuf;
 void zr_conn_dump(const zr_conn_t *c, struct zr_strbuf *out);
+/* Appends c's line for /config_dump's workloadState (zr_ctl_hooks_t
+ * dump_connections), or nothing when c has no local workload. */
+void zr_conn_dump_workload(const zr_conn_t *c, struct zr_strbuf *out);
 
 uint64_t zr_now_ns(void);
 

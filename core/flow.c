@@ -19,6 +19,7 @@
 
 #include "core/authz.h"
 #include "core/conn.h"
+#include "core/hbone-int.h"
 #include "core/hbone.h"
 #include "core/socks5.h"
 #include "core/worker.h"
@@ -673,4 +674,28 @@ void zr_conn_dump(const zr_conn_t *c, zr_strbuf_t *out)
 	zr_strbuf_printf(out, ",\"state\":\"%s\",\"bytesUp\":%llu,\"bytesDown\":%llu,\"ageMs\":%llu}",
 			 state_name(c->state), (unsigned long long)c->down.bytes_in, (unsigned long long)c->up.bytes_in,
 			 (unsigned long long)((zr_now_ns() - c->start_ns) / 1000000ull));
+}
+
+/* One line for /config_dump's workloadState: the local workload's uid (a
+ * JSON string, so no tab or newline in it), "in" or "out", and ztunnel's
+ * connection object {src, originalDst, actualDst, protocol}. */
+void zr_conn_dump_workload(const zr_conn_t *c, zr_strbuf_t *out)
+{
+	char a[ZR_ADDR_STRLEN], b[ZR_ADDR_STRLEN];
+	bool inbound = c->kind == ZR_LISTENER_INBOUND_PLAINTEXT || c->kind == ZR_LISTENER_HBONE;
+	const zr_workload_t *local = inbound ? c->dst_wl : c->src_wl;
+	if (!local || !local->uid)
+		return;
+	zr_strbuf_json_str(out, local->uid);
+	zr_strbuf_printf(out, "\t%s\t{\"src\":\"%s\",\"originalDst\":", inbound ? "in" : "out",
+			 zr_sockaddr_str(&c->peer, a));
+	if (inbound)
+		zr_strbuf_json_str(out, c->svc ? c->svc->hostname : "");
+	else
+		zr_strbuf_printf(out, "\"%s\"", c->orig_dst.len ? zr_sockaddr_str(&c->orig_dst, b) : "");
+	/* outbound HBONE: where the tunnel goes (port 15008), as ztunnel says */
+	const zr_sockaddr_t *actual = !inbound && c->h2 && c->h2->peer.len ? &c->h2->peer : &c->upstream;
+	zr_strbuf_printf(out, ",\"actualDst\":\"%s\",\"protocol\":\"%s\"}\n",
+			 actual->len ? zr_sockaddr_str(actual, b) : "",
+			 (inbound ? c->kind == ZR_LISTENER_HBONE : c->h2 != NULL) ? "HBONE" : "TCP");
 }

@@ -309,7 +309,7 @@ static const zr_worker_stats_t *hook_worker_stats(void *ctx, size_t i)
 	return &((zr_runtime_t *)ctx)->workers[i]->stats;
 }
 
-static void hook_dump_connections(void *ctx, zr_strbuf_t *out)
+static void hook_dump_connections(void *ctx, zr_strbuf_t *out, zr_strbuf_t *by_workload)
 {
 	zr_runtime_t *rt = ctx;
 	zr_strbuf_append(out, "[", 1);
@@ -319,13 +319,14 @@ static void hook_dump_connections(void *ctx, zr_strbuf_t *out)
 		if (atomic_load_explicit(&w->exited, memory_order_acquire))
 			continue;
 		zr_dump_req_t *req = calloc(1, sizeof(*req));
-		zr_strbuf_t *part = calloc(1, sizeof(*part));
+		zr_strbuf_t *part = calloc(2, sizeof(*part)); /* [1]: by_workload */
 		if (!req || !part) {
 			free(req);
 			free(part);
 			continue;
 		}
 		req->out = part;
+		req->by_workload = &part[1];
 		req->first = true;
 		zr_worker_post(w, ZR_MSG_DUMP, req);
 		int waited = 0;
@@ -344,6 +345,9 @@ static void hook_dump_connections(void *ctx, zr_strbuf_t *out)
 			zr_strbuf_append(out, part->data, part->len);
 			first = false;
 		}
+		if (by_workload && part[1].len)
+			zr_strbuf_append(by_workload, part[1].data, part[1].len);
+		zr_strbuf_free(&part[1]);
 		zr_strbuf_free(part);
 		free(part);
 		free(req);

@@ -152,6 +152,7 @@ struct zr_worker {
  * sets done (release); the control thread waits for it. */
 typedef struct zr_dump_req {
 	struct zr_strbuf *out; /* JSON objects appended, comma-separated */
+	struct zr_strbuf *by_workload; /* zr_conn_dump_workload lines */
 	bool first;
 	_Atomic bool done;
 } zr_dump_req_t;

@@ -491,6 +491,7 @@ static void handle_msg(zr_worker_t *w, zr_msg_t *m)
 				zr_strbuf_append(req->out, ",", 1);
 			req->first = false;
 			zr_conn_dump(c, req->out);
+			zr_conn_dump_workload(c, req->by_workload);
 		}
 		atomic_store_explicit(&req->done, true, memory_order_release);
 		break;

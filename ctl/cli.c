@@ -13,6 +13,9 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+
 #include "ctl/server.h"
 
 #define TIMEOUT_MS   5000
@@ -188,6 +191,76 @@ static void join(yaml_document_t *d, yaml_node_t *seq, bool strip_network, zr_st
 	}
 }
 
+static size_t map_len(const yaml_node_t *n)
+{
+	return n && n->type == YAML_MAPPING_NODE ? (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start) :
+						   0;
+}
+
+static yaml_node_t *map_value_at(yaml_document_t *d, yaml_node_t *n, size_t i)
+{
+	return yaml_document_get_node(d, n->data.mapping.pairs.start[i].value);
+}
+
+/* istioctl's waypoint column: the name of the service the `waypoint`
+ * destination ("<ns>/<hostname>" or a VIP "<network>/<ip>") names, "NA"
+ * when no service does, "None" without a waypoint. */
+static const char *waypoint_name(yaml_document_t *d, yaml_node_t *e, yaml_node_t *services, zr_strbuf_t *tmp)
+{
+	yaml_node_t *wp = member(d, e, "waypoint");
+	if (is_null(wp))
+		return "None";
+	const char *dest = text(d, wp, "destination");
+	for (size_t i = 0; i < seq_len(services); i++) {
+		yaml_node_t *s = seq_at(d, services, i);
+		zr_strbuf_reset(tmp);
+		zr_strbuf_printf(tmp, "%s/%s", text(d, s, "namespace"), text(d, s, "hostname"));
+		bool hit = strcmp(tmp->data, dest) == 0;
+		yaml_node_t *vips = member(d, s, "vips");
+		for (size_t j = 0; !hit && j < seq_len(vips); j++) {
+			yaml_node_t *v = seq_at(d, vips, j);
+			hit = v->type == YAML_SCALAR_NODE && strcmp((const char *)v->data.scalar.value, dest) == 0;
+		}
+		if (hit)
+			return text(d, s, "name");
+	}
+	return "NA";
+}
+
+/* A decimal serial number in hex, as istioctl shows it. */
+static void serial_hex(const char *dec, char *out, size_t cap)
+{
+	BIGNUM *bn = NULL;
+	char *hex = *dec && BN_dec2bn(&bn, dec) ? BN_bn2hex(bn) : NULL;
+	snprintf(out, cap, "%s", hex ? hex : "");
+	for (char *p = out; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+	OPENSSL_free(hex);
+	BN_free(bn);
+}
+
+static void cert_rows(yaml_document_t *d, yaml_node_t *e, struct table *t)
+{
+	yaml_node_t *chain = member(d, e, "certChain"), *roots = member(d, e, "rootCerts");
+	char serial[128];
+	if (!seq_len(chain)) {
+		const char *row[] = {text(d, e, "identity"), "", text(d, e, "state"), "", "", ""};
+		for (size_t c = 0; c < 6; c++)
+			cell(t, row[c]);
+		return;
+	}
+	for (size_t i = 0; i < seq_len(chain) + seq_len(roots); i++) {
+		bool root = i >= seq_len(chain);
+		yaml_node_t *x = root ? seq_at(d, roots, i - seq_len(chain)) : seq_at(d, chain, i);
+		serial_hex(text(d, x, "serialNumber"), serial, sizeof(serial));
+		const char *row[] = {text(d, e, "identity"),	   root ? "Root" : i ? "Intermediate" : "Leaf",
+				     text(d, e, "state"),	   serial,
+				     text(d, x, "expirationTime"), text(d, x, "validFrom")};
+		for (size_t c = 0; c < 6; c++)
+			cell(t, row[c]);
+	}
+}
+
 static void emit_json(yaml_document_t *d, yaml_node_t *n, zr_strbuf_t *o, int indent)
 {
 	if (n->type == YAML_SCALAR_NODE) {
@@ -228,13 +301,13 @@ static void age(const char *ms_text, char *out, size_t cap)
 		snprintf(out, cap, "%lluh%llum", s / 3600, (s % 3600) / 60);
 }
 
-static void print_rows(yaml_document_t *d, const char *cmd, yaml_node_t *sec)
+static void print_rows(yaml_document_t *d, const char *cmd, yaml_node_t *sec, yaml_node_t *services)
 {
 	static const char *const heads[][8] = {
 		{"workloads", "NAMESPACE", "POD-NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"},
 		{"services", "NAMESPACE", "SERVICE-NAME", "SERVICE-VIP", "WAYPOINT", "ENDPOINTS"},
 		{"policies", "NAMESPACE", "POLICY-NAME", "ACTION", "SCOPE"},
-		{"certificates", "IDENTITY", "CERT", "EXPIRES"},
+		{"certificates", "IDENTITY", "TYPE", "STATUS", "SERIAL-NUMBER", "NOT-AFTER", "NOT-BEFORE"},
 		{"connections", "WORKER", "SOURCE", "DESTINATION", "STATE", "BYTES-UP", "BYTES-DOWN", "AGE"},
 	};
 	size_t h = 0;
@@ -250,30 +323,33 @@ static void print_rows(yaml_document_t *d, const char *cmd, yaml_node_t *sec)
 		if (h == 0) {
 			join(d, member(d, e, "workloadIps"), false, &tmp);
 			const char *row[] = {
-				text(d, e, "namespace"), text(d, e, "name"), tmp.data, text(d, e, "node"), "None",
+				text(d, e, "namespace"), text(d, e, "name"), tmp.data, text(d, e, "node"), "",
 				text(d, e, "protocol")};
+			zr_strbuf_t wp = ZR_STRBUF_INIT;
+			row[4] = waypoint_name(d, e, services, &wp);
 			for (size_t c = 0; c < 6; c++)
 				cell(&t, row[c]);
+			zr_strbuf_free(&wp);
 		} else if (h == 1) {
-			size_t n = seq_len(member(d, e, "endpoints"));
-			snprintf(buf, sizeof(buf), "%zu/%zu", n, n);
+			yaml_node_t *eps = member(d, e, "endpoints");
+			size_t healthy = 0;
+			for (size_t j = 0; j < map_len(eps); j++)
+				healthy += strcmp(text(d, map_value_at(d, eps, j), "status"), "Healthy") == 0;
+			snprintf(buf, sizeof(buf), "%zu/%zu", healthy, map_len(eps));
 			join(d, member(d, e, "vips"), true, &tmp);
-			const char *row[] = {text(d, e, "namespace"), text(d, e, "name"), tmp.data, "None", buf};
+			zr_strbuf_t wp = ZR_STRBUF_INIT;
+			const char *row[] = {text(d, e, "namespace"), text(d, e, "name"), tmp.data,
+					     waypoint_name(d, e, services, &wp), buf};
 			for (size_t c = 0; c < 5; c++)
 				cell(&t, row[c]);
+			zr_strbuf_free(&wp);
 		} else if (h == 2) {
 			const char *row[] = {text(d, e, "namespace"), text(d, e, "name"), text(d, e, "action"),
 					     text(d, e, "scope")};
 			for (size_t c = 0; c < 4; c++)
 				cell(&t, row[c]);
 		} else if (h == 3) {
-			zr_strbuf_reset(&tmp);
-			if (*text(d, e, "error"))
-				zr_strbuf_printf(&tmp, "error: %s", text(d, e, "error"));
-			const char *row[] = {text(d, e, "identity"), text(d, e, "cert"),
-					     tmp.len ? tmp.data : text(d, e, "expires")};
-			for (size_t c = 0; c < 3; c++)
-				cell(&t, row[c]);
+			cert_rows(d, e, &t);
 		} else {
 			age(text(d, e, "ageMs"), buf, sizeof(buf));
 			const char *row[] = {text(d, e, "worker"),
@@ -315,7 +391,7 @@ static int show_dump(const char *cmd, const char *body, size_t len, bool json)
 		printf("%s\n", o.data ? o.data : "");
 		zr_strbuf_free(&o);
 	} else {
-		print_rows(&d, cmd, sec);
+		print_rows(&d, cmd, sec, member(&d, yaml_document_get_root_node(&d), "services"));
 	}
 	yaml_document_delete(&d);
 	return rc;

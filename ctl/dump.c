@@ -8,6 +8,10 @@
 #include <time.h>
 
 #include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -243,6 +247,49 @@ static void dump_workload(zr_strbuf_t *o, const zr_workload_t *w)
 	zr_strbuf_puts(o, "}");
 }
 
+/* ztunnel's EndpointSet: every workload whose services map names s (load
+ * balancing leaves out the Unhealthy and capacity 0 ones; this does not),
+ * keyed by workload uid: {"workloadUid", "service": "<ns>/<hostname>",
+ * "address": "<network>/<ip>", "port": {"<servicePort>": <targetPort>},
+ * "status"}. */
+static void dump_endpoints(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t *st)
+{
+	char buf[ZR_ADDR_STRLEN];
+	size_t n = 0;
+	zr_strbuf_puts(o, "{");
+	for (size_t i = 0; i < st->n_workloads; i++) {
+		const zr_workload_t *w = &st->workloads[i];
+		for (size_t j = 0; j < w->n_services; j++) {
+			const zr_workload_service_t *m = &w->services[j];
+			if (!s->key || !m->key || strcmp(m->key, s->key) != 0)
+				continue;
+			zr_strbuf_puts(o, n++ ? "," : "");
+			zr_strbuf_json_str(o, w->uid);
+			zr_strbuf_puts(o, ":{\"workloadUid\":");
+			zr_strbuf_json_str(o, w->uid);
+			zr_strbuf_puts(o, ",\"service\":");
+			zr_strbuf_json_str(o, s->key);
+			if (w->n_ips) {
+				zr_strbuf_t a = ZR_STRBUF_INIT;
+				zr_strbuf_printf(&a, "%s/%s", w->network ? w->network : "", zr_ip_str(&w->ips[0], buf));
+				zr_strbuf_puts(o, ",\"address\":");
+				zr_strbuf_json_str(o, a.data);
+				zr_strbuf_free(&a);
+			}
+			zr_strbuf_puts(o, ",\"port\":");
+			if (m->n_ports)
+				port_map(o, m->ports, m->n_ports);
+			else
+				port_map(o, s->ports, s->n_ports);
+			zr_strbuf_printf(o, ",\"status\":\"%s\"}",
+					 w->status == ZR_UNHEALTHY || m->status == ZR_UNHEALTHY ? "Unhealthy" :
+												  "Healthy");
+			break;
+		}
+	}
+	zr_strbuf_puts(o, "}");
+}
+
 static void dump_service(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t *st)
 {
 	char buf[ZR_ADDR_STRLEN];
@@ -268,14 +315,8 @@ static void dump_service(zr_strbuf_t *o, const zr_service_t *s, const zr_state_t
 	str_array(o, s->subject_alt_names, s->n_subject_alt_names);
 	dump_service_fields(o, &first, s);
 	key(o, &first, "endpoints");
-	zr_strbuf_puts(o, "[");
-	for (size_t i = 0, n = 0; i < s->n_endpoints; i++) {
-		if (s->endpoints[i] >= st->n_workloads)
-			continue;
-		zr_strbuf_puts(o, n++ ? "," : "");
-		zr_strbuf_json_str(o, st->workloads[s->endpoints[i]].uid);
-	}
-	zr_strbuf_puts(o, "]}");
+	dump_endpoints(o, s, st);
+	zr_strbuf_puts(o, "}");
 }
 
 /* ztunnel's serde_json of StringMatch: {"Exact":"x"}, {"Presence":[]}. */
@@ -386,40 +427,261 @@ static void dump_policy(zr_strbuf_t *o, const zr_policy_t *p)
 	zr_strbuf_puts(o, "]}");
 }
 
-/* Fills `out` with the leaf's notAfter as ISO 8601, or returns an error text. */
-static const char *cert_expiry(const char *path, char *out, size_t cap)
+static void rfc3339(zr_strbuf_t *o, const char *name, const ASN1_TIME *t)
 {
-	FILE *f = path ? fopen(path, "r") : NULL;
-	if (!f)
-		return path ? strerror(errno) : "no certificate path";
-	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!x)
-		return "no PEM certificate in file";
 	struct tm tm;
-	const char *err = NULL;
-	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		err = "unreadable notAfter";
-	X509_free(x);
-	return err;
+	char buf[32];
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		buf[0] = '\0';
+	zr_strbuf_printf(o, ",\"%s\":\"%s\"", name, buf);
 }
 
-static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg)
+/* ztunnel's CertDump: the PEM text base64-encoded, the serial in decimal,
+ * validity in RFC 3339 (seconds, Z). */
+static void dump_cert(zr_strbuf_t *o, X509 *x)
 {
+	BIO *mem = BIO_new(BIO_s_mem());
+	char *pem = NULL;
+	long len = mem && PEM_write_bio_X509(mem, x) == 1 ? BIO_get_mem_data(mem, &pem) : 0;
+	unsigned char *b64 = len > 0 ? malloc(4 * ((size_t)len / 3 + 1) + 1) : NULL;
+	if (b64)
+		EVP_EncodeBlock(b64, (const unsigned char *)pem, (int)len);
+	zr_strbuf_puts(o, "{\"pem\":");
+	zr_strbuf_json_str(o, b64 ? (const char *)b64 : "");
+	free(b64);
+	BIO_free(mem);
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *dec = bn ? BN_bn2dec(bn) : NULL;
+	zr_strbuf_puts(o, ",\"serialNumber\":");
+	zr_strbuf_json_str(o, dec ? dec : "");
+	OPENSSL_free(dec);
+	BN_free(bn);
+	rfc3339(o, "validFrom", X509_get0_notBefore(x));
+	rfc3339(o, "expirationTime", X509_get0_notAfter(x));
+	zr_strbuf_puts(o, "}");
+}
+
+/* Appends a JSON array of the certificates in PEM file `path`; returns how
+ * many, or sets *err. */
+static size_t cert_file(zr_strbuf_t *o, const char *path, const char **err)
+{
+	FILE *f = path ? fopen(path, "r") : NULL;
+	size_t n = 0;
+	zr_strbuf_puts(o, "[");
+	if (!f) {
+		*err = path ? strerror(errno) : "no certificate path";
+	} else {
+		X509 *x;
+		while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+			zr_strbuf_puts(o, n++ ? "," : "");
+			dump_cert(o, x);
+			X509_free(x);
+		}
+		ERR_clear_error(); /* the end of the file reads as an error */
+		fclose(f);
+		if (!n)
+			*err = "no PEM certificate in file";
+	}
+	zr_strbuf_puts(o, "]");
+	return n;
+}
+
+/* ztunnel's CertsDump, one per configured certificate: {"identity", "state":
+ * "Available" or "Unavailable: <why>" (the file unreadable, the identity
+ * not loaded, the certificate expired), "certChain": leaf then
+ * intermediates, "rootCerts": identity.caCertificates}, plus zring's "cert"
+ * and "key" paths. The files are read as they are now. */
+/* The identities the node has loaded (the certificates hook), taken before
+ * the config lock: the hook takes a lock of its own. */
+struct loaded {
+	bool known; /* a hook answered */
+	size_t n, cap;
+	struct loaded_id {
+		char *identity;
+		int64_t not_after;
+	} * ids;
+};
+
+static void loaded_add(void *arg, const char *identity, int64_t not_after)
+{
+	struct loaded *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 8;
+		struct loaded_id *ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	char *dup = strdup(identity ? identity : "");
+	if (dup)
+		l->ids[l->n++] = (struct loaded_id){dup, not_after};
+}
+
+/* ztunnel's CertState as text: what of the file is in use. */
+static void cert_state(zr_strbuf_t *o, const struct loaded *l, const char *identity, const char *file_err)
+{
+	const struct loaded_id *id = NULL;
+	for (size_t i = 0; l->known && i < l->n && !id; i++)
+		if (identity && strcmp(l->ids[i].identity, identity) == 0)
+			id = &l->ids[i];
+	if (file_err)
+		zr_strbuf_printf(o, "Unavailable: %s", file_err);
+	else if (l->known && !id)
+		zr_strbuf_puts(o, "Unavailable: not loaded");
+	else if (id && id->not_after <= (int64_t)time(NULL))
+		zr_strbuf_puts(o, "Unavailable: certificate expired");
+	else
+		zr_strbuf_puts(o, "Available");
+}
+
+static void dump_certificates(zr_strbuf_t *o, const zr_config_t *cfg, const struct loaded *loaded)
+{
+	zr_strbuf_t roots = ZR_STRBUF_INIT;
+	const char *root_err = NULL;
+	if (cfg->identity.ca_certificates)
+		cert_file(&roots, cfg->identity.ca_certificates, &root_err);
+	else
+		zr_strbuf_puts(&roots, "[]");
 	zr_strbuf_puts(o, "[");
 	for (size_t i = 0; i < cfg->identity.n_certificates; i++) {
 		const zr_identity_cert_t *c = &cfg->identity.certificates[i];
-		char expiry[64];
+		const char *err = NULL;
+		zr_strbuf_t chain = ZR_STRBUF_INIT;
+		cert_file(&chain, c->cert, &err);
 		bool first = true;
 		zr_strbuf_puts(o, i ? ",{" : "{");
 		kv_str(o, &first, "identity", c->identity);
+		zr_strbuf_t state = ZR_STRBUF_INIT;
+		cert_state(&state, loaded, c->identity, err);
+		kv_str(o, &first, "state", state.data);
+		zr_strbuf_free(&state);
+		key(o, &first, "certChain");
+		zr_strbuf_puts(o, err ? "[]" : chain.data);
+		key(o, &first, "rootCerts");
+		zr_strbuf_puts(o, err ? "[]" : roots.data);
 		kv_str(o, &first, "cert", c->cert);
 		kv_str(o, &first, "key", c->key);
-		const char *err = cert_expiry(c->cert, expiry, sizeof(expiry));
-		kv_str(o, &first, err ? "error" : "expires", err ? err : expiry);
 		zr_strbuf_puts(o, "}");
+		zr_strbuf_free(&chain);
 	}
 	zr_strbuf_puts(o, "]");
+	zr_strbuf_free(&roots);
+}
+
+/* A line of the dump_connections hook's by_workload text. */
+struct ws_line {
+	const char *uid, *obj; /* uid: a JSON string literal */
+	size_t uid_len, obj_len, seq;
+	bool in;
+};
+
+static int ws_cmp(const void *pa, const void *pb)
+{
+	const struct ws_line *a = pa, *b = pb;
+	size_t n = a->uid_len < b->uid_len ? a->uid_len : b->uid_len;
+	int r = memcmp(a->uid, b->uid, n);
+	if (r == 0 && a->uid_len != b->uid_len)
+		r = a->uid_len < b->uid_len ? -1 : 1;
+	return r ? r : (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+static size_t ws_parse(char *text, size_t len, struct ws_line **out)
+{
+	size_t n = 0, cap = 0;
+	struct ws_line *l = NULL;
+	for (char *p = text, *end = text + len; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p)), *t1 = memchr(p, '\t', (size_t)(end - p));
+		char *t2 = t1 ? memchr(t1 + 1, '\t', (size_t)(end - t1 - 1)) : NULL;
+		if (!nl)
+			break;
+		if (t1 && t2 && t2 < nl) {
+			if (n == cap) {
+				struct ws_line *g = realloc(l, (cap = cap ? 2 * cap : 64) * sizeof(*l));
+				if (!g)
+					break;
+				l = g;
+			}
+			l[n] = (struct ws_line){.uid = p,
+						.uid_len = (size_t)(t1 - p),
+						.in = t1[1] == 'i',
+						.obj = t2 + 1,
+						.obj_len = (size_t)(nl - t2 - 1),
+						.seq = n};
+			n++;
+		}
+		p = nl + 1;
+	}
+	if (n)
+		qsort(l, n, sizeof(*l), ws_cmp);
+	*out = l;
+	return n;
+}
+
+static void ws_entry(zr_strbuf_t *o, const char *uid_json, size_t uid_len, const zr_workload_t *w,
+		     const struct ws_line *l, size_t n)
+{
+	zr_strbuf_append(o, uid_json, uid_len);
+	zr_strbuf_puts(o, ":{\"state\":\"Up\",\"info\":{");
+	bool first = true;
+	kv_str(o, &first, "name", w ? w->name : "");
+	kv_str(o, &first, "namespace", w ? w->namespace_ : "");
+	kv_str(o, &first, "trustDomain", w ? w->trust_domain : "");
+	kv_str(o, &first, "serviceAccount", w ? w->service_account : "");
+	zr_strbuf_puts(o, "},\"connections\":{");
+	for (int dir = 0; dir < 2; dir++) {
+		zr_strbuf_puts(o, dir ? "],\"outbound\":[" : "\"inbound\":[");
+		for (size_t i = 0, k = 0; i < n; i++) {
+			if (l[i].in != (dir == 0))
+				continue;
+			zr_strbuf_puts(o, k++ ? "," : "");
+			zr_strbuf_append(o, l[i].obj, l[i].obj_len);
+		}
+	}
+	zr_strbuf_puts(o, "]}}");
+}
+
+/* ztunnel's workloadState: each local workload (and any other a connection
+ * is attributed to), keyed by workload uid, with its live connections. */
+static void dump_workload_state(zr_strbuf_t *o, const zr_state_t *st, zr_strbuf_t *lines)
+{
+	struct ws_line *l = NULL;
+	size_t n = lines->data ? ws_parse(lines->data, lines->len, &l) : 0, k = 0;
+	bool *done = n ? calloc(n, sizeof(*done)) : NULL;
+	zr_strbuf_t uid = ZR_STRBUF_INIT;
+	zr_strbuf_puts(o, "{");
+	for (size_t i = 0; i < st->n_workloads; i++) {
+		const zr_workload_t *w = &st->workloads[i];
+		zr_strbuf_reset(&uid);
+		zr_strbuf_json_str(&uid, w->uid);
+		size_t a = 0;
+		struct ws_line probe = {.uid = uid.data, .uid_len = uid.len};
+		while (a < n && ws_cmp(&l[a], &probe) < 0)
+			a++;
+		size_t b = a;
+		while (b < n && l[b].uid_len == uid.len && memcmp(l[b].uid, uid.data, uid.len) == 0)
+			b++;
+		if (!w->local && a == b)
+			continue;
+		if (a < b && done && done[a])
+			continue; /* a uid twice in the state: its first workload */
+		zr_strbuf_puts(o, k++ ? "," : "");
+		ws_entry(o, uid.data, uid.len, w, l + a, b - a);
+		if (a < b && done)
+			done[a] = true;
+	}
+	for (size_t a = 0, b; a < n; a = b) {
+		for (b = a + 1; b < n && l[b].uid_len == l[a].uid_len && memcmp(l[b].uid, l[a].uid, l[a].uid_len) == 0;)
+			b++;
+		if (done[a])
+			continue;
+		zr_strbuf_puts(o, k++ ? "," : "");
+		ws_entry(o, l[a].uid, l[a].uid_len, NULL, l + a, b - a);
+	}
+	zr_strbuf_puts(o, "}");
+	zr_strbuf_free(&uid);
+	free(done);
+	free(l);
 }
 
 /* The start-up choice, not the file's current text: a reload that changes
@@ -441,6 +703,13 @@ static void dump_crypto(zr_strbuf_t *o, const zr_crypto_info_t *ci)
 
 void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 {
+	/* Asked first: the workers answer while the config is not held. */
+	zr_strbuf_t conns = ZR_STRBUF_INIT, by_workload = ZR_STRBUF_INIT;
+	if (hooks->dump_connections)
+		hooks->dump_connections(hooks->ctx, &conns, &by_workload);
+	struct loaded loaded = {.known = hooks->certificates != NULL};
+	if (hooks->certificates)
+		hooks->certificates(hooks->ctx, loaded_add, &loaded);
 	const zr_config_t *cfg = hooks->config_acquire(hooks->ctx);
 	const zr_state_t *st = &cfg->state;
 	bool first = true;
@@ -474,13 +743,17 @@ void zr_config_dump(zr_strbuf_t *o, const zr_ctl_hooks_t *hooks)
 	}
 	zr_strbuf_puts(o, "]");
 	key(o, &first, "certificates");
-	dump_certificates(o, cfg);
+	dump_certificates(o, cfg, &loaded);
+	key(o, &first, "workloadState");
+	dump_workload_state(o, st, &by_workload);
 	hooks->config_release(hooks->ctx, cfg);
 	key(o, &first, "connections");
-	if (hooks->dump_connections)
-		hooks->dump_connections(hooks->ctx, o);
-	else
-		zr_strbuf_puts(o, "[]");
+	zr_strbuf_append(o, conns.data ? conns.data : "[]", conns.data ? conns.len : 2);
+	zr_strbuf_free(&conns);
+	zr_strbuf_free(&by_workload);
+	for (size_t i = 0; i < loaded.n; i++)
+		free(loaded.ids[i].identity);
+	free(loaded.ids);
 	key(o, &first, "crypto");
 	dump_crypto(o, hooks->crypto ? hooks->crypto(hooks->ctx) : NULL);
 	kv_str(o, &first, "logLevel", zr_log_level_name(zr_log_get_level()));

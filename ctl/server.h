@@ -30,8 +30,11 @@ typedef struct zr_ctl_hooks {
 	size_t (*n_workers)(void *ctx);
 	const zr_worker_stats_t *(*worker_stats)(void *ctx, size_t i);
 	/* Appends a JSON array of live connections (objects with worker, src, dst,
-	 * srcWorkload, dstWorkload, dstService, state, bytesUp, bytesDown, ageMs). */
-	void (*dump_connections)(void *ctx, zr_strbuf_t *out);
+	 * srcWorkload, dstWorkload, dstService, state, bytesUp, bytesDown, ageMs)
+	 * to out and, when by_workload is not NULL, one line per connection with
+	 * a local workload to it: `"<uid>"\t<in|out>\t{src, originalDst,
+	 * actualDst, protocol}\n` (JSON strings and object, ztunnel's names). */
+	void (*dump_connections)(void *ctx, zr_strbuf_t *out, zr_strbuf_t *by_workload);
 	/* True when ready; otherwise fills `pending`, a comma-separated list
 	 * ("workers", "certificate for spiffe://..."). */
 	bool (*ready)(void *ctx, char *pending, size_t cap);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -48,12 +49,17 @@ static const zr_worker_stats_t *worker_stats(void *ctx, size_t i)
 	return &((struct fake *)ctx)->stats[i];
 }
 
-static void dump_connections(void *ctx, zr_strbuf_t *out)
+static void dump_connections(void *ctx, zr_strbuf_t *out, zr_strbuf_t *by_workload)
 {
 	zr_strbuf_puts(out,
 		       "[{\"worker\":0,\"src\":\"127.0.1.1:5000\",\"dst\":\"127.0.1.3:80\",\"srcWorkload\":\"client\","
 		       "\"dstWorkload\":\"server\",\"dstService\":null,\"state\":\"relaying\",\"bytesUp\":10,"
 		       "\"bytesDown\":20,\"ageMs\":1500}]");
+	zr_strbuf_puts(by_workload,
+		       "\"cluster1//v1/Pod/default/server\"\tin\t{\"src\":\"127.0.1.1:5000\",\"originalDst\":\"\","
+		       "\"actualDst\":\"127.0.1.3:80\",\"protocol\":\"HBONE\"}\n"
+		       "\"elsewhere\"\tout\t{\"src\":\"127.0.1.9:6000\",\"originalDst\":\"127.10.0.1:80\","
+		       "\"actualDst\":\"127.0.1.3:15008\",\"protocol\":\"HBONE\"}\n");
 }
 
 static bool ready(void *ctx, char *pending, size_t cap)
@@ -65,6 +71,7 @@ static bool ready(void *ctx, char *pending, size_t cap)
 static void certificates(void *ctx, void (*fn)(void *arg, const char *identity, int64_t not_after), void *arg)
 {
 	fn(arg, "spiffe://cluster.local/ns/default/sa/client", (int64_t)time(NULL) + 3600);
+	fn(arg, "spiffe://cluster.local/ns/default/sa/server", (int64_t)time(NULL) + 7200);
 	fn(arg, "spiffe://cluster.local/ns/default/sa/\"old\"", (int64_t)time(NULL) - 60);
 }
 
@@ -145,7 +152,10 @@ static void write_cert(const char *path)
 {
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	X509 *x = X509_new();
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	BIGNUM *serial = NULL;
+	BN_hex2bn(&serial, "e5dfb59150b2ba7f108d93dcec5aa613");
+	BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x));
+	BN_free(serial);
 	X509_gmtime_adj(X509_getm_notBefore(x), 0);
 	ASN1_TIME_set_string(X509_getm_notAfter(x), "20350102030405Z");
 	X509_set_pubkey(x, k);
@@ -206,7 +216,7 @@ static void build_config(struct fake *f, const char *cert_path)
 	static zr_policy_clause_t clause = {&match, 1};
 	static zr_policy_rule_t rule = {&clause, 1};
 	static zr_policy_t pol[1];
-	static zr_identity_cert_t certs[2];
+	static zr_identity_cert_t certs[4];
 	zr_config_t *c = &f->cfg;
 	if (zr_ip_parse("127.0.1.3", &ips[0]) || zr_ip_parse("127.10.0.1", &vips[0].ip) ||
 	    zr_cidr_parse("10.0.0.0/8", &cidrs[0].ip, &cidrs[0].prefix_len))
@@ -227,7 +237,8 @@ static void build_config(struct fake *f, const char *cert_path)
 				.services = wsvc,
 				.n_services = 1,
 				.local = true,
-				.identity = "spiffe://cluster.local/ns/default/sa/server"};
+				.identity = "spiffe://cluster.local/ns/default/sa/server",
+				.waypoint = {.set = true, .network = "", .ip = vips[0].ip, .hbone_mtls_port = 15008}};
 	svc[0] = (zr_service_t){.name = "echo",
 				.namespace_ = "default",
 				.hostname = "echo.default.svc.cluster.local",
@@ -239,7 +250,12 @@ static void build_config(struct fake *f, const char *cert_path)
 				.subject_alt_names = sans,
 				.n_subject_alt_names = 1,
 				.endpoints = eps,
-				.n_endpoints = 1};
+				.n_endpoints = 1,
+				.waypoint = {.set = true,
+					     .is_service = true,
+					     .namespace_ = "default",
+					     .hostname = "echo.default.svc.cluster.local",
+					     .hbone_mtls_port = 15008}};
 	pol[0] = (zr_policy_t){.name = "allow-client",
 			       .namespace_ = "default",
 			       .scope = ZR_SCOPE_NAMESPACE,
@@ -248,13 +264,15 @@ static void build_config(struct fake *f, const char *cert_path)
 			       .n_rules = 1};
 	certs[0] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/server", (char *)cert_path, "/x.key"};
 	certs[1] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/gone", "/nonexistent/cert.pem", "/x"};
+	certs[2] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/\"old\"", (char *)cert_path, "/x.key"};
+	certs[3] = (zr_identity_cert_t){"spiffe://cluster.local/ns/default/sa/unloaded", (char *)cert_path, "/x.key"};
 	c->node = "node-a";
 	c->trust_domain = "cluster.local";
 	c->cluster_id = "Kubernetes";
 	c->state = (zr_state_t){
 		.workloads = wl, .n_workloads = 1, .services = svc, .n_services = 1, .policies = pol, .n_policies = 1};
 	c->identity.certificates = certs;
-	c->identity.n_certificates = 2;
+	c->identity.n_certificates = 4;
 	c->listeners.metrics.enabled = c->listeners.readiness.enabled = c->listeners.admin.enabled = true;
 	if (zr_addr_parse("127.0.0.1:0", &c->listeners.metrics.addr) ||
 	    zr_addr_parse("127.0.0.1:0", &c->listeners.readiness.addr) ||
@@ -296,11 +314,30 @@ static void test_routes(unsigned mport, unsigned rport, unsigned aport, struct f
 	is(get(aport, "GET", "/config_dump"), 200, "GET /config_dump");
 	ok(strstr(resp, "Content-Type: application/json\r\n") != NULL, "config_dump is JSON");
 	ok(valid_yaml(body()), "config_dump parses (libyaml)");
-	ok(strstr(body(), "\"expires\":\"2035-01-02T03:04:05Z\"") != NULL, "certificate expiry");
-	ok(strstr(body(), "\"error\":\"No such file or directory\"") != NULL, "unreadable certificate reported");
+	ok(strstr(body(), "\"state\":\"Available\",\"certChain\":[{\"pem\":\"LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t") &&
+		   strstr(body(), "\"serialNumber\":\"305554775863395697262503895661564044819\",\"validFrom\":\"20") &&
+		   strstr(body(), "\"expirationTime\":\"2035-01-02T03:04:05Z\"}],\"rootCerts\":[]"),
+	   "certificate as ztunnel's CertsDump: base64 PEM, decimal serial, RFC 3339");
+	ok(strstr(body(), "\"state\":\"Unavailable: No such file or directory\",\"certChain\":[]") != NULL,
+	   "unreadable certificate reported");
+	ok(strstr(body(), "sa/\\\"old\\\"\",\"state\":\"Unavailable: certificate expired\",\"certChain\":[{") != NULL,
+	   "a loaded certificate past its notAfter: Unavailable");
+	ok(strstr(body(), "sa/unloaded\",\"state\":\"Unavailable: not loaded\",\"certChain\":[{") != NULL,
+	   "a certificate the node has not loaded: Unavailable");
 	ok(strstr(body(), "\"vips\":[\"/127.10.0.1\"]") && strstr(body(), "\"ports\":{\"80\":8080}") &&
-		   strstr(body(), "\"endpoints\":[\"cluster1//v1/Pod/default/server\"]"),
-	   "service rendered");
+		   strstr(body(),
+			  "\"endpoints\":{\"cluster1//v1/Pod/default/server\":{\"workloadUid\":"
+			  "\"cluster1//v1/Pod/default/server\",\"service\":\"default/echo.default.svc.cluster.local\","
+			  "\"address\":\"/127.0.1.3\",\"port\":{\"80\":8080},\"status\":\"Healthy\"}}"),
+	   "service rendered, endpoints a map keyed by workload uid");
+	ok(strstr(body(),
+		  "\"workloadState\":{\"cluster1//v1/Pod/default/server\":{\"state\":\"Up\",\"info\":{"
+		  "\"name\":\"server\",\"namespace\":\"default\",\"trustDomain\":\"cluster.local\","
+		  "\"serviceAccount\":\"server\"},\"connections\":{\"inbound\":[{\"src\":\"127.0.1.1:5000\","
+		  "\"originalDst\":\"\",\"actualDst\":\"127.0.1.3:80\",\"protocol\":\"HBONE\"}],\"outbound\":[]}},"
+		  "\"elsewhere\":{\"state\":\"Up\",\"info\":{\"name\":\"\",") &&
+		   strstr(body(), "\"outbound\":[{\"src\":\"127.0.1.9:6000\",\"originalDst\":\"127.10.0.1:80\""),
+	   "workloadState: each workload's connections by direction");
 	ok(strstr(body(), "\"rules\":[[[{\"principals\":[{\"Exact\":\"cluster.local/ns/default/sa/\\\"client\\\"\"},"
 			  "{\"Presence\":[]},{\"Prefix\":\"cluster.local/ns/default/sa/clien*\"}],"
 			  "\"notServiceAccounts\":[{\"namespace\":\"default\",\"serviceAccount\":\"client\"}],"
@@ -555,10 +592,11 @@ static void test_cli(unsigned aport)
 		const char *cmd, *want;
 	} cases[] = {
 		{"workloads", "NAMESPACE   POD-NAME   ADDRESS     NODE     WAYPOINT   PROTOCOL\n"
-			      "default     server     127.0.1.3   node-a   None       HBONE\n"},
-		{"services", "echo           127.10.0.1    None       1/1"},
+			      "default     server     127.0.1.3   node-a   echo       HBONE\n"},
+		{"services", "echo           127.10.0.1    echo       1/1"},
 		{"policies", "default     allow-client   Allow    Namespace"},
-		{"certs", "2035-01-02T03:04:05Z"},
+		{"certs",
+		 "Leaf   Available                                e5dfb59150b2ba7f108d93dcec5aa613   2035-01-02T03:04:05Z"},
 		{"connections", "0        127.0.1.1:5000   127.0.1.3:80   relaying   10         20           1.5s"},
 		{"stats", "zring_workers"},
 	};

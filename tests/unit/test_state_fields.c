@@ -195,7 +195,18 @@ static void test_load_balancing(void)
 	const zr_workload_t *b = zr_ip_parse("10.0.0.2", &ip) == 0 ? zr_state_workload_by_ip(st, &ip) : NULL;
 	ok(b && b->status == ZR_UNHEALTHY, "the Unhealthy workload is still found by its own IP");
 	char *d = dump(cfg);
-	has(d, "\"endpoints\":[\"a\"]", "service endpoints are the healthy ones");
+	has(d,
+	    "\"endpoints\":{\"a\":{\"workloadUid\":\"a\",\"service\":\"d/h\",\"address\":\"/10.0.0.1\","
+	    "\"port\":{\"80\":8080},\"status\":\"Healthy\"},\"b\":{\"workloadUid\":\"b\"",
+	    "service endpoints: a map by workload uid, every member (as ztunnel's EndpointSet)");
+	has(d,
+	    "\"c\":{\"workloadUid\":\"c\",\"service\":\"d/h\",\"address\":\"/10.0.0.3\",\"port\":{\"80\":8080},"
+	    "\"status\":\"Healthy\"}",
+	    "capacity 0 member: Healthy in endpoints");
+	has(d,
+	    "\"e\":{\"workloadUid\":\"e\",\"service\":\"d/h\",\"address\":\"/10.0.0.4\",\"port\":{\"80\":8080},"
+	    "\"status\":\"Unhealthy\"}",
+	    "an inline Unhealthy endpoint keeps its status");
 	has(d, "\"name\":\"b\"", "the Unhealthy workload is listed");
 	has(d, "\"status\":\"Unhealthy\"", "its status");
 	has(d, "\"capacity\":0", "capacity 0");

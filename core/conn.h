@@ -72,6 +72,7 @@ struct zr_conn {
 	bool reset;	   /* close with RST */
 	bool wait_watch;   /* hs_op: the downstream watched while connecting */
 	bool early_data;   /* SOCKS5: bytes came right behind the request */
+	uint8_t sock_open; /* 1 + index in stats.sockets_open of the accepted socket; 0 none */
 	zr_relay_side_t down, up;
 	zr_io_op_t hs_op, connect_op, reply_op;
 	zr_sockaddr_t peer, orig_dst, upstream;

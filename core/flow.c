@@ -106,8 +106,7 @@ static void connect_cb(zr_io_op_t *op, int res, unsigned flags)
 		bool timeout = res == -ECANCELED || res == -ETIMEDOUT;
 		zr_info("flow", "conn %llu: connect to %s failed: %s", (unsigned long long)c->id,
 			zr_sockaddr_str(&c->upstream, a), timeout ? "connect timeout" : strerror(-res));
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		zr_tcp_metrics_fail(c, "CONNECT");
 		zr_flow_refuse(c, timeout ? ZR_REFUSE_CONNECT_TIMEOUT : ZR_REFUSE_CONNECT_FAILED,
 			       socks5_code_for(-res));
 		zr_worker_conn_maybe_free(c);
@@ -256,8 +255,7 @@ void zr_flow_wait_expired(zr_conn_t *c)
 	char a[ZR_ADDR_STRLEN];
 	zr_info("flow", "conn %llu: no answer to CONNECT %s within connectTimeout", (unsigned long long)c->id,
 		zr_sockaddr_str(&c->upstream, a));
-	if (c->metrics)
-		zr_counter_add(&c->metrics->failed, 1);
+	zr_tcp_metrics_fail(c, "CONNECT");
 	zr_flow_refuse(c, ZR_REFUSE_CONNECT_TIMEOUT, ZR_SOCKS5_TTL_EXPIRED);
 }
 
@@ -404,9 +402,8 @@ static void route_inbound(zr_conn_t *c)
 	c->authz_src_ip = src_ip;
 	c->svc = zr_flow_inbound_service(st, c->dst_wl, port);
 	if (!zr_flow_authorize(c, st, c->dst_wl, "plaintext")) {
-		c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "DENY", false);
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		c->metrics = zr_tcp_metrics_for(c->w, c, "destination", "-", false);
+		zr_tcp_metrics_fail(c, "DENY");
 		zr_flow_refuse(c, ZR_REFUSE_DENIED, 0);
 		return;
 	}
@@ -583,6 +580,8 @@ void zr_conn_accepted(zr_listener_t *l, int fd)
 		return;
 	}
 	c->kind = l->kind;
+	c->sock_open = l->kind == ZR_LISTENER_INBOUND_PLAINTEXT ? 2 : 1;
+	zr_counter_add(&w->stats.sockets_open[c->sock_open - 1], 1);
 	c->hs_op.cb = socks5_cb;
 	c->connect_op.cb = connect_cb;
 	c->reply_op.cb = early_data_cb;

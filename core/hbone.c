@@ -580,13 +580,19 @@ void zr_hbone_close_conn(zr_h2conn_t *hc, const char *why)
 		zr_tls_close_notify(hc->tls);
 		hc_send_now(hc);
 	}
-	/* Every stream of a dead connection fails; nothing else does. */
+	/* Every stream of a dead connection fails; nothing else does. The
+	 * response flag says where the connection was: TCP connect (a timeout
+	 * there is ztunnel's NETWORK_POLICY), TLS handshake, or HTTP/2. */
+	const char *fail_flags =
+		hc->connecting ?
+			(why && (strstr(why, "timeout") || strstr(why, "timed out")) ? "NETWORK_POLICY" : "CONNECT") :
+		hc->handshaking ? "TLS_FAILURE" :
+				  "H2_HANDSHAKE_FAILURE";
 	while (hc->streams) {
 		zr_conn_t *c = hc->streams;
 		zr_hbone_stream_unlink(c);
 		if (c->state == ZR_CONN_CONNECTING && !c->inbound_hbone) {
-			if (c->metrics)
-				zr_counter_add(&c->metrics->failed, 1);
+			zr_tcp_metrics_fail(c, fail_flags);
 			zr_flow_refuse(c, ZR_REFUSE_CONNECT_FAILED, ZR_SOCKS5_HOST_UNREACHABLE);
 		} else {
 			zr_conn_close(c, true);
@@ -762,8 +768,7 @@ void zr_hbone_connect(zr_conn_t *c)
 	if (!c->snap->ids || !zr_identity_store_has(c->snap->ids, c->src_wl->identity)) {
 		zr_warn("hbone", "conn %llu: no usable certificate for %s", (unsigned long long)c->id,
 			c->src_wl->identity);
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		zr_tcp_metrics_fail(c, "IDENTITY_ERROR");
 		zr_flow_refuse(c, ZR_REFUSE_NO_IDENTITY, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
@@ -780,15 +785,13 @@ void zr_hbone_connect(zr_conn_t *c)
 		n += snprintf(key + n, sizeof(key) - (size_t)n, "%s%s", i ? "," : "", ids[i]);
 	if (n < 0 || (size_t)n >= sizeof(key)) {
 		zr_warn("hbone", "conn %llu: identities of %s too long for a pool key", (unsigned long long)c->id, a);
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		zr_tcp_metrics_fail(c, "CONNECT");
 		zr_flow_refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}
 	zr_h2conn_t *hc = pool_get(c, key, zr_str_hash(key));
 	if (!hc) {
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		zr_tcp_metrics_fail(c, "CONNECT");
 		zr_flow_refuse(c, ZR_REFUSE_OVERLOAD, ZR_SOCKS5_GENERAL_FAILURE);
 		return;
 	}

@@ -496,9 +496,8 @@ static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_re
 	zr_counter_add(&hc->w->stats.refused[reason], 1);
 	c->refused = (uint8_t)(reason + 1);
 	if (!c->metrics)
-		c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", flags, true);
-	if (c->metrics)
-		zr_counter_add(&c->metrics->failed, 1);
+		c->metrics = zr_tcp_metrics_for(hc->w, c, "destination", "-", true);
+	zr_tcp_metrics_fail(c, flags);
 	int32_t id = c->stream_id;
 	c->status = (uint16_t)status;
 	zr_hbone_stream_unlink(c);
@@ -600,8 +599,8 @@ static void handle_response(zr_h2conn_t *hc, zr_conn_t *c)
 	}
 	zr_info("hbone", "conn %llu: CONNECT %s answered %u by %s", (unsigned long long)c->id, c->authority, c->status,
 		hc->peer_id ? hc->peer_id : "?");
-	if (c->metrics)
-		zr_counter_add(&c->metrics->failed, 1);
+	/* ztunnel's source reporter says CONNECT for any status, 401 included */
+	zr_tcp_metrics_fail(c, "CONNECT");
 	zr_flow_refuse(c, c->status == 401 ? ZR_REFUSE_DENIED : ZR_REFUSE_CONNECT_FAILED,
 		       c->status == 401 ? ZR_SOCKS5_NOT_ALLOWED :
 		       c->status == 503 ? ZR_SOCKS5_HOST_UNREACHABLE :
@@ -704,8 +703,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	if (error_code != NGHTTP2_NO_ERROR || c->state != ZR_CONN_RELAY) {
 		if (c->state == ZR_CONN_CONNECTING && c->kind == ZR_LISTENER_SOCKS5)
 			zr_flow_socks5_reply(c, ZR_SOCKS5_GENERAL_FAILURE, NULL);
-		if (c->state == ZR_CONN_CONNECTING && c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		if (c->state == ZR_CONN_CONNECTING)
+			zr_tcp_metrics_fail(c, c->inbound_hbone ? "CONNECT" : "H2_HANDSHAKE_FAILURE");
 		zr_conn_close(c, true);
 	} else if (!c->txq_head) {
 		zr_conn_close(c, false);
@@ -833,8 +832,7 @@ void zr_hbone_submit_request(zr_h2conn_t *hc, zr_conn_t *c)
 	int32_t id = nghttp2_submit_request(hc->h2, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prd, c);
 	if (id < 0) {
 		zr_hbone_stream_unlink(c);
-		if (c->metrics)
-			zr_counter_add(&c->metrics->failed, 1);
+		zr_tcp_metrics_fail(c, "H2_HANDSHAKE_FAILURE");
 		zr_flow_refuse(c, ZR_REFUSE_CONNECT_FAILED, ZR_SOCKS5_GENERAL_FAILURE);
 		zr_worker_conn_maybe_free(c);
 		return;

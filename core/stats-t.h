@@ -27,7 +27,8 @@ typedef struct zr_tcp_metrics {
 	struct zr_tcp_metrics *next;	  /* published list (immutable once published) */
 	struct zr_tcp_metrics *hash_next; /* worker-private lookup chain */
 	uint32_t hash;
-	char *labels; /* Prometheus label body, escaped: reporter="source",source_workload="a",... */
+	char *labels;		/* Prometheus label body, escaped: reporter="source",source_workload="a",... */
+	bool destination, mtls; /* reporter="destination"; connection_security_policy="mutual_tls" */
 	zr_counter_t opened, closed, received_bytes, sent_bytes, failed;
 } zr_tcp_metrics_t;
 
@@ -100,6 +101,10 @@ typedef struct zr_worker_stats {
 	zr_counter_t source_bind_failures; /* zring_source_bind_failures_total */
 	zr_counter_t tls_failures[ZR_TLS_FAIL__COUNT];
 	zr_counter_t accept_paused[ZR_ACCEPT_PAUSE__COUNT];
+	/* gauge: istio_tcp_sockets_open{reporter}: accepted sockets open, [0]
+	 * source (outbound, SOCKS5), [1] destination (inbound plaintext; HBONE
+	 * connections are hbone_server_conns) */
+	zr_counter_t sockets_open[2];
 } zr_worker_stats_t;
 
 #endif

@@ -124,6 +124,8 @@ void zr_worker_conn_maybe_free(zr_conn_t *c)
 		c->next->prev = c->prev;
 	w->n_conns--;
 	zr_counter_sub(&w->stats.connections_active, 1);
+	if (c->sock_open)
+		zr_counter_sub(&w->stats.sockets_open[c->sock_open - 1], 1);
 	c->state = ZR_CONN_FREE;
 	c->next = w->free_conns;
 	w->free_conns = c;

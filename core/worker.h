@@ -32,6 +32,10 @@ void zr_relay_release_queues(zr_conn_t *c);
  * use); NULL on allocation failure. */
 zr_tcp_metrics_t *zr_tcp_metrics_for(zr_worker_t *w, const zr_conn_t *c, const char *reporter,
 				     const char *response_flags, bool mtls);
+/* c failed before relaying (c->metrics, if any, has response_flags "-"):
+ * counts it as ztunnel does, opened with "-", closed and failed with
+ * `response_flags` (DENY, CONNECT, TLS_FAILURE, ...; CONNECT if none). */
+void zr_tcp_metrics_fail(zr_conn_t *c, const char *response_flags);
 
 /* --- runtime (main/control thread) --- */
 

@@ -3,9 +3,14 @@
  * a scrape. istio_tcp_* series are merged across workers by their label body
  * (workers escape and format labels identically, so equal strings are equal
  * label sets). */
+#include <dirent.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "ctl/server.h"
@@ -111,6 +116,49 @@ static void render_tcp(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks, size_t n_w
 		}
 	}
 	free(all);
+	/* Accepted sockets open: outbound and SOCKS5 as source, inbound
+	 * plaintext and HBONE connections as destination (ztunnel's gauge). */
+	uint64_t open_src = 0, open_dst = 0;
+	for (size_t w = 0; w < n_workers; w++) {
+		const zr_worker_stats_t *s = hooks->worker_stats(hooks->ctx, w);
+		open_src += zr_counter_get(&s->sockets_open[0]);
+		open_dst += zr_counter_get(&s->sockets_open[1]) + zr_counter_get(&s->hbone_server_conns);
+	}
+	family(out, "istio_tcp_sockets_open", "gauge", "The current number of open TCP sockets");
+	zr_strbuf_printf(out, "istio_tcp_sockets_open{reporter=\"source\"} %llu\n", (unsigned long long)open_src);
+	zr_strbuf_printf(out, "istio_tcp_sockets_open{reporter=\"destination\"} %llu\n", (unsigned long long)open_dst);
+}
+
+/* The process's descriptors: /proc/self/fd (the main thread's table, which
+ * the workers share; this control thread may have a table of its own, which
+ * /proc/thread-self/fd would list) and RLIMIT_NOFILE. */
+static void render_process(zr_strbuf_t *out)
+{
+	long n = -1;
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		struct stat mine, there;
+		char own[32];
+		snprintf(own, sizeof(own), "%d", dirfd(d));
+		bool shared = fstat(dirfd(d), &mine) == 0 && fstatat(dirfd(d), own, &there, 0) == 0 &&
+			      mine.st_dev == there.st_dev && mine.st_ino == there.st_ino;
+		n = 0;
+		for (struct dirent *e; (e = readdir(d));)
+			if (e->d_name[0] != '.')
+				n++;
+		closedir(d);
+		if (shared)
+			n--; /* the descriptor of d itself is in the table */
+	}
+	if (n >= 0) {
+		family(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+		zr_strbuf_printf(out, "process_open_fds %ld\n", n);
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+		zr_strbuf_printf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+	}
 }
 
 static const struct {
@@ -245,6 +293,7 @@ void zr_metrics_render(zr_strbuf_t *out, const zr_ctl_hooks_t *hooks)
 	label_value(out, ZR_VERSION);
 	zr_strbuf_puts(out, "\"} 1\n");
 	render_tcp(out, hooks, n_workers);
+	render_process(out);
 	family(out, "zring_workers", "gauge", "Number of worker threads");
 	zr_strbuf_printf(out, "zring_workers %zu\n", n_workers);
 	const zr_crypto_info_t *ci = hooks->crypto ? hooks->crypto(hooks->ctx) : NULL;

@@ -88,7 +88,11 @@ def main(t):
                             ('source_workload_namespace', 'default'),
                             ('destination_service_namespace', 'default'),
                             ('destination_service_name', 'bulk'),
-                            ('destination_workload', 'bulk-server')]:
+                            ('destination_workload', 'bulk-server'),
+                            # plaintext: no verified certificate, so no source principal
+                            # (ztunnel); the destination's is its workload's identity
+                            ('source_principal', 'unknown'),
+                            ('destination_principal', 'spiffe://cluster.local/ns/default/sa/bulk-server')]:
                 t.is_(labels.get(k), want, 'label %s="%s"' % (k, want))
             for k in ('source_principal', 'source_app', 'source_version', 'source_cluster',
                       'destination_workload_namespace', 'destination_principal', 'destination_app',

@@ -1,7 +1,10 @@
 /* zr_metrics_render: istio_tcp_* summed over workers by label set, the
  * per-worker zring_* series, and output that promtool accepts. */
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,6 +100,10 @@ int main(void)
 	zr_counter_add(&f.stats[0].relay_bytes_up, 5);
 	zr_counter_add(&f.stats[1].connections_active, 6);
 	zr_counter_add(&f.stats[1].accept_paused[ZR_ACCEPT_PAUSE_FD_LIMIT], 3);
+	zr_counter_add(&f.stats[0].sockets_open[0], 2);
+	zr_counter_add(&f.stats[1].sockets_open[0], 1);
+	zr_counter_add(&f.stats[0].sockets_open[1], 4);
+	zr_counter_add(&f.stats[1].hbone_server_conns, 5);
 
 	zr_strbuf_t out = ZR_STRBUF_INIT;
 	zr_metrics_render(&out, &hooks);
@@ -132,6 +139,25 @@ int main(void)
 	   "accept pauses by worker and reason");
 	ok(strstr(t, "# TYPE zring_log_suppressed_total counter\nzring_log_suppressed_total 0\n") != NULL,
 	   "log lines dropped by the rate limit");
+	ok(strstr(t, "# TYPE istio_tcp_sockets_open gauge\nistio_tcp_sockets_open{reporter=\"source\"} 3\n"
+		     "istio_tcp_sockets_open{reporter=\"destination\"} 9\n") != NULL,
+	   "istio_tcp_sockets_open: accepted sockets summed, HBONE connections on the destination side");
+	{
+		struct rlimit rl;
+		char want[64];
+		getrlimit(RLIMIT_NOFILE, &rl);
+		snprintf(want, sizeof(want), "\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+		ok(strstr(t, want) != NULL, "process_max_fds is the RLIMIT_NOFILE soft limit");
+		const char *p = strstr(t, "\nprocess_open_fds ");
+		long n = p ? strtol(p + strlen("\nprocess_open_fds "), NULL, 10) : -1,
+		     real = -1; /* less the directory's own */
+		DIR *d = opendir("/proc/self/fd");
+		for (struct dirent *e; d && (e = readdir(d));)
+			real += e->d_name[0] != '.';
+		if (d)
+			closedir(d);
+		is(n, real, "process_open_fds counts the descriptors of the process");
+	}
 
 	bool have_promtool = access("/usr/bin/promtool", X_OK) == 0;
 	if (have_promtool)

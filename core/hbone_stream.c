@@ -508,7 +508,7 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 {
 	char a[ZR_ADDR_STRLEN];
 	const zr_state_t *st = &c->snap->cfg->state;
-	zr_ip_t ip;
+	zr_ip_t ip, local_ip;
 	uint16_t port;
 	if (!c->req_connect || c->req_bad || zr_addr_parse(c->authority, &c->upstream) < 0) {
 		zr_info("hbone", "stream %d from %s: malformed request (authority '%s')", c->stream_id,
@@ -528,6 +528,20 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 		}
 	}
 	c->src_wl = zr_state_workload_by_ip(st, &c->authz_src_ip);
+	/* ztunnel's validate_destination: the authority must name the address
+	 * the connection came to, whose identity the server presented (and
+	 * which network policy let through); only a waypoint may name another
+	 * one, and zring implements none. A connection to an address that is
+	 * no workload's (the node's, on a wildcard listener) names no workload
+	 * that way either. */
+	zr_sockaddr_to_ip(&hc->local, &local_ip, NULL);
+	if (!zr_ip_equal(&ip, &local_ip)) {
+		char b[ZR_ADDR_STRLEN];
+		zr_info("hbone", "stream %d from %s: authority %s is not the address the connection came to (%s)",
+			c->stream_id, zr_sockaddr_str(&hc->peer, a), c->authority, zr_ip_str(&local_ip, b));
+		refuse_inbound(hc, c, 400, ZR_REFUSE_BAD_REQUEST, "-");
+		return;
+	}
 	if (!c->dst_wl || !c->dst_wl->local) {
 		zr_info("hbone", "stream %d: %s is no local workload", c->stream_id, c->authority);
 		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");

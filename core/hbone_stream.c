@@ -507,9 +507,18 @@ static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_re
 static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 {
 	char a[ZR_ADDR_STRLEN];
-	const zr_state_t *st = &c->snap->cfg->state;
 	zr_ip_t ip, local_ip;
 	uint16_t port;
+	/* The stream took the worker's snapshot when its first header frame
+	 * came; a header block can span a reload (HEADERS, then CONTINUATION
+	 * later). Decide on the state and policies in force now. Nothing of
+	 * the stream points into the old snapshot yet. */
+	if (c->snap != hc->w->snap) {
+		zr_snapshot_ref(hc->w->snap);
+		zr_snapshot_unref(c->snap);
+		c->snap = hc->w->snap;
+	}
+	const zr_state_t *st = &c->snap->cfg->state;
 	if (!c->req_connect || c->req_bad || zr_addr_parse(c->authority, &c->upstream) < 0) {
 		zr_info("hbone", "stream %d from %s: malformed request (authority '%s')", c->stream_id,
 			zr_sockaddr_str(&hc->peer, a), c->authority);

@@ -890,7 +890,7 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			hc_terminate(hc);
 		}
 		/* last: unlinking a stream moves idle_since_ns past `now` */
-		if (!hc->server && hc->n_streams)
+		if (hc->n_streams)
 			zr_hbone_expire_requests(hc, now);
 		hc_maybe_free(hc);
 	}

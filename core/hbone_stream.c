@@ -866,8 +866,24 @@ void zr_hbone_submit_request(zr_h2conn_t *hc, zr_conn_t *c)
 void zr_hbone_expire_requests(zr_h2conn_t *hc, uint64_t now)
 {
 	hc->depth++; /* one flush for all the RST_STREAMs, after the walk */
+	uint64_t headers_ms = hc->w->snap->cfg->connect_timeout_ms;
+	uint64_t headers_ns = (headers_ms ? headers_ms : 10000) * 1000000ull;
 	for (zr_conn_t *c = hc->streams, *next; c && !hc->closing; c = next) {
 		next = c->h2_next;
+		if (hc->server) {
+			/* A server stream is in HANDSHAKE from its first header
+			 * frame until END_HEADERS; nghttp2 would wait forever for
+			 * the CONTINUATION. connectTimeout (10 s when 0) bounds it. */
+			if (c->state != ZR_CONN_HANDSHAKE || now - c->start_ns < headers_ns)
+				continue;
+			char a[ZR_ADDR_STRLEN];
+			zr_info("hbone", "stream %d from %s: request headers not complete within connectTimeout",
+				c->stream_id, zr_sockaddr_str(&hc->peer, a));
+			zr_counter_add(&hc->w->stats.refused[ZR_REFUSE_HEADERS_TIMEOUT], 1);
+			zr_conn_close(c, false); /* RST_STREAM CANCEL */
+			zr_worker_conn_maybe_free(c);
+			continue;
+		}
 		if (c->state != ZR_CONN_CONNECTING || !c->wait_until_ns || now < c->wait_until_ns)
 			continue;
 		zr_flow_wait_expired(c);

@@ -556,6 +556,14 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");
 		return;
 	}
+	/* The identity this connection presented must be the destination's
+	 * (it may no longer be after a reload changed the workload's). */
+	if (!hc->identity || !c->dst_wl->identity || strcmp(hc->identity, c->dst_wl->identity) != 0) {
+		zr_info("hbone", "stream %d: %s is %s, this connection presented %s", c->stream_id, c->authority,
+			c->dst_wl->identity ? c->dst_wl->identity : "-", hc->identity ? hc->identity : "-");
+		refuse_inbound(hc, c, 400, ZR_REFUSE_BAD_REQUEST, "-");
+		return;
+	}
 	/* ztunnel's SelfCall: 503, response flag CONNECT */
 	int r = zr_flow_forbidden_dest(c, &c->upstream);
 	if (r) {

@@ -8,7 +8,9 @@ plays a workload of node A at 127.49.1.2.
 - `:authority` must name the address the connection came to (ztunnel's
   validate_destination): a connection to w1's 15008 cannot reach w2 (a network
   policy that admits w1:15008 and not w2 would be bypassed), nor can one to the
-  node's own address reach a workload: 400, reason="bad_request";
+  node's own address reach a workload; nor may a stream reach a workload whose
+  identity is no longer the one its connection presented (after a reload):
+  400, reason="bad_request";
 - a stream whose header block spans a reload (HEADERS, then CONTINUATION after
   a DENY-all policy came) is decided on the new policies: 401;
 - a stream (or an inbound plaintext connection, with root: iptables DNAT to
@@ -156,15 +158,19 @@ def main(t):
         return
     base_state = copy.deepcopy(b.state)
 
-    def set_policies(pols):
+    def set_state(state, what):
         before = max([v for n, _, v in b.metrics() if n == 'zring_worker_config_epoch'] or [0])
-        b.state = copy.deepcopy(base_state)
-        b.state['policies'] = pols
+        b.state = state
         b.write_state()
         b.reload()
         ok = z.wait_until(lambda: min([v for n, _, v in b.metrics() if n == 'zring_worker_config_epoch']
                                       or [0]) > before, 5, 0.05)
-        t.ok(ok, 'B runs the new policies %r' % [p['name'] for p in pols])
+        t.ok(ok, 'B runs ' + what)
+
+    def set_policies(pols):
+        state = copy.deepcopy(base_state)
+        state['policies'] = pols
+        set_state(state, 'the new policies %r' % [p['name'] for p in pols])
 
     def h2(dst):
         return z.H2Client(certs, (dst, 15008), cert='client', src=CLIENT)
@@ -187,6 +193,19 @@ def main(t):
         t.is_(b.refused('bad_request') - before, 2, 'both counted as reason="bad_request"')
         m = b.metric('istio_tcp_connections_failed_total', reporter='destination', response_flags='-')
         t.ok(m >= 2, 'and as istio_tcp_connections_failed_total{response_flags="-"}', 'got %r' % m)
+        # the identity a connection presented must stay the destination's
+        c = h2(W1)
+        sid = c.connect('%s:8080' % W1)
+        t.is_(c.response(sid), 200, 'a connection to w1 presenting %s: 200' % SERVER_ID)
+        state = copy.deepcopy(base_state)
+        for w in state['workloads']:
+            if w['name'] == 'w1':
+                w['serviceAccount'] = 'other'
+        set_state(state, 'w1 with service account `other`')
+        sid = c.connect('%s:8080' % W1)
+        t.is_(c.response(sid), 400, 'a new stream on that connection, now that w1 is sa/other: 400')
+        c.close()
+        set_policies([])
 
     def headers_timeout():
         before = b.refused('headers_timeout')

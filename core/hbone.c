@@ -947,7 +947,7 @@ again:
 		if (dst && zr_flow_authorize(c, st, dst, "policy change"))
 			continue;
 		if (c->state == ZR_CONN_CONNECTING) {
-			zr_counter_add(&w->stats.refused[ZR_REFUSE_DENIED], 1);
+			zr_counter_add(&w->stats.refused[dst ? ZR_REFUSE_DENIED : ZR_REFUSE_NOT_LOCAL], 1);
 			if (c->metrics)
 				zr_counter_add(&c->metrics->failed, 1);
 		}

@@ -92,7 +92,9 @@ void zr_hbone_stream_unlink(zr_conn_t *c);
 void zr_hbone_bridge(zr_conn_t *c, zr_relay_side_t *tcp);
 /* Sends c's CONNECT request on hc (refuses c when it can't). */
 void zr_hbone_submit_request(zr_h2conn_t *hc, zr_conn_t *c);
-/* Client: fails the streams whose CONNECT response is overdue (tick). */
+/* Client: fails the streams whose CONNECT response is overdue; server:
+ * resets those whose request headers are not complete in connectTimeout
+ * (tick). */
 void zr_hbone_expire_requests(zr_h2conn_t *hc, uint64_t now);
 /* The block the next TLS record is decrypted into; NULL when out of memory. */
 zr_pblock_t *zr_hbone_decrypt_block(zr_worker_t *w);

@@ -893,7 +893,7 @@ void zr_hbone_tick(zr_worker_t *w, uint64_t now)
 			hc_terminate(hc);
 		}
 		/* last: unlinking a stream moves idle_since_ns past `now` */
-		if (!hc->server && hc->n_streams)
+		if (hc->n_streams)
 			zr_hbone_expire_requests(hc, now);
 		hc_maybe_free(hc);
 	}
@@ -934,16 +934,26 @@ void zr_hbone_recheck_policies(zr_worker_t *w)
 	const zr_state_t *st = &w->snap->cfg->state;
 	/* Closing one connection may flush its HBONE connection and free
 	 * others (the saved next among them): start over after each close.
-	 * Closed ones are no longer in RELAY, so this ends. */
+	 * Closed ones are neither relaying nor connecting, so this ends.
+	 * Those still connecting upstream were authorized on the old policies
+	 * too: they are checked as well, and a denied one is refused (its
+	 * client gets a reset, never the 200). Streams whose headers are not
+	 * complete are authorized when they are, on the policies then. */
 again:
 	for (zr_conn_t *c = w->conns; c; c = c->next) {
-		if (c->state != ZR_CONN_RELAY || (!c->inbound_hbone && c->kind != ZR_LISTENER_INBOUND_PLAINTEXT))
+		if ((c->state != ZR_CONN_RELAY && c->state != ZR_CONN_CONNECTING) ||
+		    (!c->inbound_hbone && c->kind != ZR_LISTENER_INBOUND_PLAINTEXT))
 			continue;
 		zr_ip_t ip;
 		zr_sockaddr_to_ip(&c->upstream, &ip, NULL);
 		const zr_workload_t *dst = zr_state_workload_by_ip(st, &ip);
 		if (dst && zr_flow_authorize(c, st, dst, "policy change"))
 			continue;
+		if (c->state == ZR_CONN_CONNECTING) {
+			zr_counter_add(&w->stats.refused[dst ? ZR_REFUSE_DENIED : ZR_REFUSE_NOT_LOCAL], 1);
+			if (c->metrics)
+				zr_counter_add(&c->metrics->failed, 1);
+		}
 		zr_conn_close(c, true);
 		zr_worker_conn_maybe_free(c);
 		goto again;

@@ -509,9 +509,18 @@ static void refuse_inbound(zr_h2conn_t *hc, zr_conn_t *c, unsigned status, zr_re
 static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 {
 	char a[ZR_ADDR_STRLEN];
-	const zr_state_t *st = &c->snap->cfg->state;
-	zr_ip_t ip;
+	zr_ip_t ip, local_ip;
 	uint16_t port;
+	/* The stream took the worker's snapshot when its first header frame
+	 * came; a header block can span a reload (HEADERS, then CONTINUATION
+	 * later). Decide on the state and policies in force now. Nothing of
+	 * the stream points into the old snapshot yet. */
+	if (c->snap != hc->w->snap) {
+		zr_snapshot_ref(hc->w->snap);
+		zr_snapshot_unref(c->snap);
+		c->snap = hc->w->snap;
+	}
+	const zr_state_t *st = &c->snap->cfg->state;
 	if (!c->req_connect || c->req_bad || zr_addr_parse(c->authority, &c->upstream) < 0) {
 		zr_info("hbone", "stream %d from %s: malformed request (authority '%s')", c->stream_id,
 			zr_sockaddr_str(&hc->peer, a), c->authority);
@@ -530,9 +539,31 @@ static void handle_connect(zr_h2conn_t *hc, zr_conn_t *c)
 		}
 	}
 	c->src_wl = zr_state_workload_by_ip(st, &c->authz_src_ip);
+	/* ztunnel's validate_destination: the authority must name the address
+	 * the connection came to, whose identity the server presented (and
+	 * which network policy let through); only a waypoint may name another
+	 * one, and zring implements none. A connection to an address that is
+	 * no workload's (the node's, on a wildcard listener) names no workload
+	 * that way either. */
+	zr_sockaddr_to_ip(&hc->local, &local_ip, NULL);
+	if (!zr_ip_equal(&ip, &local_ip)) {
+		char b[ZR_ADDR_STRLEN];
+		zr_info("hbone", "stream %d from %s: authority %s is not the address the connection came to (%s)",
+			c->stream_id, zr_sockaddr_str(&hc->peer, a), c->authority, zr_ip_str(&local_ip, b));
+		refuse_inbound(hc, c, 400, ZR_REFUSE_BAD_REQUEST, "-");
+		return;
+	}
 	if (!c->dst_wl || !c->dst_wl->local) {
 		zr_info("hbone", "stream %d: %s is no local workload", c->stream_id, c->authority);
 		refuse_inbound(hc, c, 400, ZR_REFUSE_NOT_LOCAL, "-");
+		return;
+	}
+	/* The identity this connection presented must be the destination's
+	 * (it may no longer be after a reload changed the workload's). */
+	if (!hc->identity || !c->dst_wl->identity || strcmp(hc->identity, c->dst_wl->identity) != 0) {
+		zr_info("hbone", "stream %d: %s is %s, this connection presented %s", c->stream_id, c->authority,
+			c->dst_wl->identity ? c->dst_wl->identity : "-", hc->identity ? hc->identity : "-");
+		refuse_inbound(hc, c, 400, ZR_REFUSE_BAD_REQUEST, "-");
 		return;
 	}
 	/* ztunnel's SelfCall: 503, response flag CONNECT */
@@ -844,8 +875,24 @@ void zr_hbone_submit_request(zr_h2conn_t *hc, zr_conn_t *c)
 void zr_hbone_expire_requests(zr_h2conn_t *hc, uint64_t now)
 {
 	hc->depth++; /* one flush for all the RST_STREAMs, after the walk */
+	uint64_t headers_ms = hc->w->snap->cfg->connect_timeout_ms;
+	uint64_t headers_ns = (headers_ms ? headers_ms : 10000) * 1000000ull;
 	for (zr_conn_t *c = hc->streams, *next; c && !hc->closing; c = next) {
 		next = c->h2_next;
+		if (hc->server) {
+			/* A server stream is in HANDSHAKE from its first header
+			 * frame until END_HEADERS; nghttp2 would wait forever for
+			 * the CONTINUATION. connectTimeout (10 s when 0) bounds it. */
+			if (c->state != ZR_CONN_HANDSHAKE || now - c->start_ns < headers_ns)
+				continue;
+			char a[ZR_ADDR_STRLEN];
+			zr_info("hbone", "stream %d from %s: request headers not complete within connectTimeout",
+				c->stream_id, zr_sockaddr_str(&hc->peer, a));
+			zr_counter_add(&hc->w->stats.refused[ZR_REFUSE_HEADERS_TIMEOUT], 1);
+			zr_conn_close(c, false); /* RST_STREAM CANCEL */
+			zr_worker_conn_maybe_free(c);
+			continue;
+		}
 		if (c->state != ZR_CONN_CONNECTING || !c->wait_until_ns || now < c->wait_until_ns)
 			continue;
 		zr_flow_wait_expired(c);

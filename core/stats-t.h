@@ -49,6 +49,7 @@ typedef enum zr_refuse_reason {
 	ZR_REFUSE_DENIED,	      /* authorization policy (401) */
 	ZR_REFUSE_SELF,		      /* destination is one of zring's own listeners */
 	ZR_REFUSE_LOOPBACK,	      /* destination is the node's loopback (no workload, no VIP) */
+	ZR_REFUSE_HEADERS_TIMEOUT,    /* HBONE: request headers not complete within connectTimeout */
 	ZR_REFUSE__COUNT
 } zr_refuse_reason_t;
 

@@ -20,7 +20,7 @@ const char *const zr_refuse_reason_names[ZR_REFUSE__COUNT] = {
 	"unknown_source", "no_route",	     "no_endpoint",	"no_identity",
 	"connect_failed", "connect_timeout", "socks5_protocol", "no_original_dst",
 	"not_local",	  "overload",	     "bad_request",	"denied",
-	"self",		  "loopback",
+	"self",		  "loopback",	     "headers_timeout",
 };
 
 const char *const zr_tls_failure_names[ZR_TLS_FAIL__COUNT] = {

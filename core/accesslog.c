@@ -5,9 +5,9 @@
  * src.addr, src.workload, src.namespace, src.identity, dst.addr,
  * dst.hbone_addr, dst.service, dst.workload, dst.namespace, dst.identity,
  * direction, bytes_sent, bytes_recv, duration ("12ms"); zring adds
- * response_flags (the istio_tcp_* label: "-", DENY, CONNECT, ...). Like
- * ztunnel: info for a connection that opened, error with an `error` key for
- * one that was refused or failed. bytes_sent is what the node's own workload
+ * response_flags (the istio_tcp_* label: "-", DENY, CONNECT, ...). Every
+ * line is at info (SPEC), a refused or failed connection's with an `error`
+ * key (ztunnel writes those at error). bytes_sent is what the node's own workload
  * sent (the client on the source side, the server on the destination side).
  *
  * Not under the per-call-site limit of the other lines (a node closes
@@ -89,8 +89,11 @@ static const char *flag_of(zr_refuse_reason_t r)
 
 void zr_access_log(const zr_conn_t *c, bool was_open)
 {
+	/* SPEC: every line at info, failed connections too (with an `error`
+	 * key), so that logLevel: warn silences the access log as a whole;
+	 * ztunnel writes its failures at error, which warn would let through. */
 	bool failed = !was_open || c->refused;
-	zr_log_level_t level = failed ? ZR_LOG_ERROR : ZR_LOG_INFO;
+	zr_log_level_t level = ZR_LOG_INFO;
 	if (!ZR_LOG_ON(level, "access") || !admit())
 		return;
 	bool outbound = c->kind == ZR_LISTENER_OUTBOUND || c->kind == ZR_LISTENER_SOCKS5;

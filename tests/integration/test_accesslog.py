@@ -129,11 +129,11 @@ def main(t):
     t.is_(len(la), 1, 'A wrote one access line for the denied connection')
     t.is_(len(lb), 1, 'B wrote one')
     if la:
-        check_fields(la[0], {'level': 'error', 'direction': 'outbound', 'src.workload': 'client2',
+        check_fields(la[0], {'level': 'info', 'direction': 'outbound', 'src.workload': 'client2',
                              'response_flags': 'DENY', 'bytes_sent': 0, 'bytes_recv': 0}, 'A denied')
         t.ok(la[0].get('error'), 'A: with an error key (%r)' % la[0].get('error'))
     if lb:
-        check_fields(lb[0], {'level': 'error', 'direction': 'inbound', 'src.workload': 'client2',
+        check_fields(lb[0], {'level': 'info', 'direction': 'inbound', 'src.workload': 'client2',
                              'src.identity': CLIENT_ID, 'dst.workload': 'server', 'response_flags': 'DENY'},
                      'B denied')
 
@@ -153,6 +153,13 @@ def main(t):
     t.is_(logging(b, '?level=access%3Dwarn'), (200, 'current log level is access=warn,info\n'),
           'B: level=access=warn (percent-encoded): ztunnel\'s answer')
     quiet('no access line on either node')
+    off_a, off_b = a.log_size(), b.log_size()
+    code, s = z.socks5_try(px, VIP, 80, src=CLIENT2)
+    if s:
+        s.close()
+    time.sleep(0.5)
+    t.ok(code == 2 and not access_lines(a, off_a) and not access_lines(b, off_b),
+         'a denied connection writes no access line either (every access line is at info)')
     t.is_(logging(a, '?reset'), (200, 'current log level is info\n'), 'A: reset: the configured level')
     t.is_(logging(b, '?level=access=info,flow=debug'), (200, 'current log level is access=info,flow=debug,info\n'),
           'B: a list, merged over the current filter')

@@ -456,6 +456,10 @@ static int load_doc(const char *buf, size_t len, const char *file, yaml_document
 	return 0;
 }
 
+/* Config and state files are read whole, up to this (a path to /dev/zero
+ * or a runaway file is an error, not an endless read). */
+#define MAX_CONFIG_FILE (64u << 20)
+
 static int read_file(const char *path, char **out, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -469,6 +473,11 @@ static int read_file(const char *path, char **out, size_t *len)
 		n += got;
 		if (n < cap)
 			break;
+		if (cap >= MAX_CONFIG_FILE) {
+			free(buf);
+			fclose(f);
+			return -EFBIG;
+		}
 		char *nb = realloc(buf, cap * 2);
 		if (!nb) {
 			free(buf);

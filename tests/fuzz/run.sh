@@ -32,6 +32,15 @@ fuzz_record)
 	sources="crypto/record.c crypto/tls.c crypto/identity.c crypto/aead.c crypto/aead_openssl.c crypto/ktls.c io/log.c"
 	libs="-lssl -lcrypto -lpthread"
 	;;
+fuzz_config)
+	sources="ctl/config.c ctl/state.c ctl/state-fields.c ctl/state-index.c ctl/policy.c ctl/yamlwalk.c
+		io/addr.c io/log.c io/strbuf.c"
+	libs="-lyaml -lpthread"
+	;;
+fuzz_http)
+	sources="ctl/http.c"
+	libs=""
+	;;
 *)
 	echo "unknown target $target" >&2
 	exit 2
@@ -48,6 +57,10 @@ done
 
 corpus=$out/corpus-$target
 mkdir -p "$corpus"
+# The seeds kept in the repo (tests/fuzz/seeds/TARGET) start every corpus.
+if [ -d "$src/tests/fuzz/seeds/$target" ]; then
+	cp -n "$src/tests/fuzz/seeds/$target"/* "$corpus"/ 2>/dev/null || true
+fi
 cd "$out"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1

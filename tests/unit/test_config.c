@@ -504,6 +504,16 @@ static void test_policy_errors(void)
 	ok(cfg && cfg->state.n_policies == 2, "one name in two namespaces loads");
 	zr_config_free(cfg);
 
+	/* A state file that never ends is an error, not an endless read. */
+	{
+		const char *z = "node: n\nlocalXdsPath: /dev/zero\n";
+		zr_config_t *c0 = NULL;
+		int r0 = zr_config_load_string(z, strlen(z), src("tests/unit/data/t.yaml"), &c0, &err);
+		ok(r0 == -1 && !c0 && !strcmp(err.key, "localXdsPath") && strstr(err.message, "too large"),
+		   "localXdsPath: /dev/zero: an error naming the key (%s)", err.message);
+		zr_config_free(c0);
+	}
+
 	/* A null top-level list: `policies: ~` would have meant "no policies",
 	 * which allows everything. */
 	expect_err("node: n\nlocalXds:\n  policies: ~\n", 3, "localXds.policies", "expected a list, got null",

@@ -38,8 +38,8 @@ fuzz_config)
 	libs="-lyaml -lpthread"
 	;;
 fuzz_http)
-	sources="ctl/http.c"
-	libs=""
+	sources="ctl/http.c io/log.c"
+	libs="-lpthread"
 	;;
 *)
 	echo "unknown target $target" >&2
@@ -64,5 +64,8 @@ fi
 cd "$out"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1
+# libFuzzer's own exit code for a finding is 77, which meson reads as a
+# skip: a crash, leak or timeout must fail the test.
 "./$target" -max_total_time="$seconds" -max_len=70000 -timeout=10 -rss_limit_mb=1024 \
+	-error_exitcode=1 -timeout_exitcode=1 \
 	-print_final_stats=1 "$corpus"
